@@ -197,14 +197,15 @@ def _save_to_cache(model, slot: Path, *, source: str) -> Weights:
     notop = _atomic_save(headless, slot / NOTOP_FILE)
     top = _atomic_save(model, slot / TOP_FILE) if has_top else None
     weights = Weights(notop=notop, top=top, source=source, fingerprint=values_fingerprint(headless))
-    _atomic_write_text(slot / RECORD_FILE, json.dumps(weights.to_dict(), indent=2))
+    record = {**weights.to_dict(), "notop": notop.name, "top": top.name if top else None}  # relative: the cache may move
+    _atomic_write_text(slot / RECORD_FILE, json.dumps(record, indent=2))
     return weights
 
 
 def _read_record(record: Path) -> Weights:
     data = json.loads(record.read_text())
-    notop = Path(data["notop"])
-    top = Path(data["top"]) if data.get("top") else None
+    notop = record.parent / data["notop"]
+    top = record.parent / data["top"] if data.get("top") else None
     if not notop.is_file() or (top is not None and not top.is_file()):
         raise SourceUnavailable(f"{record} names weight files that are gone")
     return Weights(notop=notop, top=top, source=data["source"], fingerprint=data["fingerprint"])
