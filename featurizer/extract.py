@@ -34,6 +34,7 @@ class ExtractReport:
     seconds: float = 0.0
     interrupted: bool = False
     store: str = ""
+    sha256_by_path: dict[str, str] = field(default_factory=dict)  # every path that has a row now
 
     @property
     def images_per_second(self) -> float:
@@ -47,7 +48,9 @@ class ExtractReport:
 
 
 @dataclass
-class _Item:
+class PreparedFile:
+    """One file read, hashed and (unless its content is already known) decoded; or the reason it failed."""
+
     path: Path
     size: int = -1
     mtime: float = 0.0
@@ -123,7 +126,7 @@ class Featurizer:
         report = ExtractReport(store=str(store))
         with FeatureStore(store, "a", fingerprint=self.fingerprint, lock_timeout=lock_timeout) as st:
             known_failures = {f.path: f for f in st.failures}
-            batch: list[_Item] = []
+            batch: list[PreparedFile] = []
             batch_paths: dict[str, list[str]] = {}
             failures: list[Failure] = []
             cleared: list[str] = []
@@ -173,6 +176,8 @@ class Featurizer:
                         cleared.append(key)
                         if len(batch) >= self.batch_size:
                             flush_batch()
+                    if item.error is None:
+                        report.sha256_by_path[key] = item.sha256
                     if progress:
                         progress(done, len(files))
                 flush_batch()
@@ -185,7 +190,7 @@ class Featurizer:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _prepared(self, files: list[Path], st: FeatureStore, skip) -> Iterator[_Item]:
+    def _prepared(self, files: list[Path], st: FeatureStore, skip) -> Iterator[PreparedFile]:
         """Hash and decode files in worker threads, yielding in order with a bounded read-ahead."""
         window = max(2 * self.batch_size, 4 * self.workers)
         pending: deque = deque()
@@ -202,31 +207,39 @@ class Featurizer:
                 for fut in pending:
                     fut.cancel()
 
-    def _prepare(self, path: Path, known: Callable[[str], int | None], skip) -> _Item:
-        item = _Item(path)
+    def _prepare(self, path: Path, known: Callable[[str], int | None], skip) -> PreparedFile:
         if skip(path):
-            item.error = "unchanged"
-            return item
+            return PreparedFile(path, error="unchanged")
+        return prepare_file(path, self.input_size, known)
+
+
+def prepare_file(path: Path, input_size: int = INPUT_SIZE,
+                 known: Callable[[str], object | None] = lambda sha: None) -> PreparedFile:
+    """Read ``path``, hash its bytes and, unless ``known(sha256)`` is not None, decode it.
+
+    Never raises for a bad file: the failure reason (naming the file) is in ``.error``.
+    """
+    item = PreparedFile(path)
+    try:
+        stat = path.stat()
+        item.size, item.mtime = stat.st_size, stat.st_mtime
+        if not path.is_file():
+            raise ImageError(path, "is a directory, not an image file" if path.is_dir() else "not a regular file")
+        data = path.read_bytes()
+    except ImageError as exc:
+        item.error = str(exc)
+        return item
+    except OSError as exc:
+        item.error = f"{path}: {_os_reason(path, exc)}"
+        return item
+    item.sha256 = hashlib.sha256(data).hexdigest()
+    if known(item.sha256) is None:
         try:
-            stat = path.stat()
-            item.size, item.mtime = stat.st_size, stat.st_mtime
-            if not path.is_file():
-                raise ImageError(path, "is a directory, not an image file" if path.is_dir() else "not a regular file")
-            data = path.read_bytes()
+            # Decode the very bytes that were hashed, so a file changing meanwhile cannot mismatch.
+            item.image = load_image(io.BytesIO(data), input_size, name=path)
         except ImageError as exc:
             item.error = str(exc)
-            return item
-        except OSError as exc:
-            item.error = f"{path}: {_os_reason(path, exc)}"
-            return item
-        item.sha256 = hashlib.sha256(data).hexdigest()
-        if known(item.sha256) is None:
-            try:
-                # Decode the very bytes that were hashed, so a file changing meanwhile cannot mismatch.
-                item.image = load_image(io.BytesIO(data), self.input_size, name=path)
-            except ImageError as exc:
-                item.error = str(exc)
-        return item
+    return item
 
 
 def extract(paths: Iterable[str | os.PathLike], store: str | os.PathLike, *, label: str | None = None,
