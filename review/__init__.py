@@ -1,0 +1,1 @@
+"""Review experience: the HTML contact sheet of picks, and the built-in demo of the whole pipeline."""

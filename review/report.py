@@ -1,0 +1,307 @@
+"""The contact sheet: one self-contained HTML file a content team can open or mail anywhere.
+
+Sections, top to bottom: a summary (scored, selected, failed; model method and threshold), the
+selected images sorted by score, a band of borderline images just below the cut, and the files that
+could not be read with the reason. Each selected image can show its nearest positive training
+example from the feature store, as evidence of why it was picked. Thumbnails are small JPEGs
+embedded as ``data:`` URIs, so the file has no outside references at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from featurizer.images import to_rgb
+
+THUMB_PX = 180  # longest side of a thumbnail, in CSS pixels
+EVIDENCE_PX = 72
+MAX_SELECTED = 600  # beyond this the page gets too heavy to mail; the CSV has every row
+
+
+@dataclass
+class Evidence:
+    """The nearest positive training example of one selected image (cosine similarity in feature space)."""
+
+    path: str | None
+    sha256: str
+    similarity: float
+
+
+@dataclass
+class ReportSummary:
+    """What the report shows; returned so callers can print where it went and what it holds."""
+
+    path: Path
+    scored: int
+    selected: int
+    failed: int
+    borderline: int
+    shown_selected: int
+    evidence: int
+    bytes: int = 0
+    seconds: float = 0.0
+    missing_previews: list[str] = field(default_factory=list)
+
+
+def thumbnail_data_uri(path: str | os.PathLike, size: int = THUMB_PX, quality: int = 82) -> str:
+    """A JPEG ``data:`` URI of the image at ``path`` fitted into ``size × size`` pixels (aspect kept).
+
+    Raises ``OSError``/``ValueError`` (Pillow's errors) when the file cannot be read; callers show a
+    placeholder then, since a file may have been moved since it was scored.
+    """
+    with Image.open(path) as img:
+        if img.format == "JPEG":
+            img.draft("RGB", (size, size))  # decode at reduced scale: thumbnails of big photos stay fast
+        img.load()
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception:  # noqa: BLE001 - a broken EXIF block must not cost the preview
+            pass
+        rgb = to_rgb(img)
+        rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        rgb.save(buf, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def nearest_positives(store, sha256s: Sequence[str], positive_sha256: Sequence[str]) -> dict[str, Evidence]:
+    """For each of ``sha256s`` found in ``store``, the most similar row among ``positive_sha256``.
+
+    Similarity is the cosine of the pooled ResNet50 features, shape ``(2048,)`` per image, which is
+    model-agnostic: it says which training photo this image resembles, whatever the classifier.
+    An image never counts as its own evidence. Returns ``{sha256: Evidence}`` (missing ids skipped).
+    """
+    rows = [store.row_of(s) for s in sha256s]
+    pos_rows = [store.row_of(s) for s in dict.fromkeys(positive_sha256)]
+    pos_rows = np.array([r for r in pos_rows if r is not None], dtype=np.int64)
+    query = [(s, r) for s, r in zip(sha256s, rows) if r is not None]
+    if not len(pos_rows) or not query:
+        return {}
+    pos = _unit(store.features(pos_rows))
+    q = _unit(store.features(np.array([r for _, r in query], dtype=np.int64)))
+    sim = q @ pos.T  # (n_query, n_positive)
+    for i, (_, r) in enumerate(query):
+        sim[i, pos_rows == r] = -np.inf  # an image is not evidence for itself
+    best = sim.argmax(axis=1)
+    out = {}
+    for i, (sha, _) in enumerate(query):
+        j = int(best[i])
+        if not np.isfinite(sim[i, j]):
+            continue
+        row = int(pos_rows[j])
+        paths = store.paths(row)
+        path = next((p for p in paths if os.path.exists(p)), paths[0] if paths else None)
+        out[sha] = Evidence(path, store.sha256[row], float(sim[i, j]))
+    return out
+
+
+def write_report(out: str | os.PathLike, rows: Iterable[Mapping], *, failures: Iterable[Mapping] = (),
+                 method: str = "", threshold: float | None = None, model: str | os.PathLike | None = None,
+                 store=None, positive_sha256: Sequence[str] = (), borderline: int = 12,
+                 max_selected: int = MAX_SELECTED, title: str = "stylesift picks", workers: int | None = None,
+                 extra: Mapping[str, str] | None = None) -> ReportSummary:
+    """Write the contact sheet to ``out`` and return what it holds.
+
+    Parameters
+    ----------
+    out : path
+        The HTML file to write (its folder is created).
+    rows : iterable of mappings
+        Scored images: ``path``, ``sha256``, ``score`` (higher = more like the positives) and
+        ``selected`` (bool), as :class:`classifiers.predict.Predictor` returns them. A row with an
+        ``error`` (and no score) counts as a failure.
+    failures : iterable of mappings
+        Files that could not be read: ``path`` and ``error`` (or ``reason``).
+    method, threshold, model : optional
+        Shown in the summary.
+    store : FeatureStore, optional
+        With ``positive_sha256`` (the training positives' ids from the bundle), each selected image
+        shows its nearest positive training example.
+    borderline : int
+        How many of the best-scoring unselected images to show below the cut.
+    max_selected : int
+        At most this many selected images get a thumbnail; the rest are counted in the summary.
+    extra : mapping, optional
+        More ``name: value`` lines for the summary (e.g. the selection rule).
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    scored, failed = [], [dict(f) for f in failures]
+    for row in rows:
+        row = dict(row)
+        if row.get("error") or row.get("score") is None or _isnan(row.get("score")):
+            failed.append(row)
+        else:
+            scored.append(row)
+    scored.sort(key=lambda r: (-float(r["score"]), str(r["path"])))
+    selected = [r for r in scored if r.get("selected")]
+    band = [r for r in scored if not r.get("selected")][: max(0, borderline)]
+    shown = selected[:max_selected]
+
+    evidence = {}
+    if store is not None and len(positive_sha256) and shown:
+        evidence = nearest_positives(store, [r["sha256"] for r in shown if r.get("sha256")], positive_sha256)
+
+    wanted = {str(r["path"]): THUMB_PX for r in shown + band}
+    for ev in evidence.values():
+        if ev.path:
+            wanted.setdefault(ev.path, EVIDENCE_PX)
+    thumbs = _thumbnails(wanted, workers)
+
+    summary = ReportSummary(out, scored=len(scored), selected=len(selected), failed=len(failed),
+                            borderline=len(band), shown_selected=len(shown), evidence=len(evidence))
+    summary.missing_previews = [p for p in wanted if isinstance(thumbs.get(p), Exception)]
+    page = _page(title=title, summary=summary, method=method, threshold=threshold, model=model,
+                 extra=extra or {}, shown=shown, band=band, failed=failed, thumbs=thumbs, evidence=evidence)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out)  # a half-written report never replaces a good one
+    summary.bytes = out.stat().st_size
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+# ----------------------------------------------------------------------------- internals
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _isnan(value) -> bool:
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return True
+
+
+def _thumbnails(wanted: Mapping[str, int], workers: int | None) -> dict[str, str | Exception]:
+    def one(item):
+        path, size = item
+        try:
+            return path, thumbnail_data_uri(path, size * 2 if size <= EVIDENCE_PX else size)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a placeholder
+            return path, exc
+
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        return dict(pool.map(one, wanted.items()))
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _name(path) -> str:
+    return os.path.basename(str(path)) or str(path)
+
+
+def _img(thumbs, path, alt: str, cls: str = "") -> str:
+    uri = thumbs.get(str(path))
+    if isinstance(uri, str):
+        return f'<img src="{uri}" alt="{_e(alt)}" class="{cls}" loading="eager">'
+    reason = f"no preview: {uri}" if isinstance(uri, Exception) else "no preview"
+    return f'<div class="noimg {cls}" title="{_e(reason)}">no preview</div>'
+
+
+def _card(row, rank, thumbs, evidence, kind) -> str:
+    path = str(row["path"])
+    ev = evidence.get(row.get("sha256") or "")
+    ev_html = ""
+    if ev is not None:
+        ev_html = (f'<div class="evidence" title="{_e(ev.path or ev.sha256)}">'
+                   f'{_img(thumbs, ev.path, "nearest training positive " + _name(ev.path or ev.sha256), "ev")}'
+                   f'<span>nearest positive<br><b>{_e(_name(ev.path or ev.sha256[:12]))}</b><br>'
+                   f'similarity {ev.similarity:.2f}</span></div>')
+    return (f'<figure class="card {kind}">{_img(thumbs, path, _name(path))}'
+            f'<figcaption><span class="rank">#{rank}</span> <span class="score">{float(row["score"]):.3f}</span>'
+            f'<span class="name" title="{_e(path)}">{_e(_name(path))}</span></figcaption>{ev_html}</figure>')
+
+
+def _page(*, title, summary, method, threshold, model, extra, shown, band, failed, thumbs, evidence) -> str:
+    facts = [("scored", summary.scored), ("selected", summary.selected), ("failed", summary.failed)]
+    info = [("method", method or "?"),
+            ("threshold", "—" if threshold is None else f"{float(threshold):.4g}"),
+            *([("model", model)] if model else []), *extra.items(),
+            ("written", time.strftime("%Y-%m-%d %H:%M %Z"))]
+    stat_html = "".join(f'<div class="stat {k}"><b>{v}</b><span>{k}</span></div>' for k, v in facts)
+    info_html = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in info)
+
+    parts = [f'<section id="selected"><h2>Selected <small>{summary.selected} image'
+             f'{"" if summary.selected == 1 else "s"}, best first</small></h2>']
+    if shown:
+        parts.append('<div class="grid">' + "".join(_card(r, i + 1, thumbs, evidence, "sel") for i, r in enumerate(shown)) + "</div>")
+    else:
+        parts.append('<p class="empty">Nothing scored above the threshold.</p>')
+    if summary.selected > len(shown):
+        parts.append(f'<p class="more">… and {summary.selected - len(shown)} more selected images, '
+                     "not shown to keep this page small (see the scores CSV).</p>")
+    parts.append("</section>")
+    if band:
+        first_rank = summary.selected + 1
+        parts.append('<section id="borderline"><h2>Borderline <small>the best-scoring images just below the cut'
+                     '</small></h2><div class="grid">'
+                     + "".join(_card(r, first_rank + i, thumbs, {}, "near") for i, r in enumerate(band)) + "</div></section>")
+    if failed:
+        rows_html = "".join(f'<tr><td title="{_e(f.get("path", ""))}">{_e(_name(f.get("path", "")))}</td>'
+                            f'<td>{_e(_reason(f))}</td></tr>' for f in failed)
+        parts.append(f'<section id="failed"><h2>Could not be read <small>{len(failed)} file'
+                     f'{"" if len(failed) == 1 else "s"}</small></h2>'
+                     f"<table><thead><tr><th>file</th><th>reason</th></tr></thead><tbody>{rows_html}</tbody></table></section>")
+    return _TEMPLATE.format(title=_e(title), stats=stat_html, info=info_html, body="".join(parts))
+
+
+def _reason(failure: Mapping) -> str:
+    reason = str(failure.get("error") or failure.get("reason") or "unknown error")
+    # Featurizer errors start with the path, which the row already shows.
+    prefix = f"{failure.get('path', '')}: "
+    return reason[len(prefix):] if prefix != ": " and reason.startswith(prefix) else reason
+
+
+_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+:root {{ --fg:#1d2330; --muted:#5f6b7a; --line:#dde2e8; --sel:#1b7f4b; --near:#b26a00; --bad:#b3261e; }}
+* {{ box-sizing: border-box; }}
+body {{ margin:0; font:14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color:var(--fg); background:#f5f6f8; }}
+header {{ background:#fff; border-bottom:1px solid var(--line); padding:16px 24px; display:flex; flex-wrap:wrap; gap:24px; align-items:center; }}
+h1 {{ font-size:20px; margin:0 24px 0 0; }}
+.stat {{ display:flex; flex-direction:column; align-items:center; min-width:72px; }}
+.stat b {{ font-size:26px; }} .stat span {{ color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.05em; }}
+.stat.selected b {{ color:var(--sel); }} .stat.failed b {{ color:var(--bad); }}
+dl {{ display:grid; grid-template-columns:auto auto; gap:2px 10px; margin:0; font-size:13px; }}
+dt {{ color:var(--muted); }} dd {{ margin:0; overflow-wrap:anywhere; }}
+section {{ padding:8px 24px 16px; }}
+h2 {{ font-size:17px; margin:16px 0 10px; }} h2 small {{ font-weight:normal; color:var(--muted); font-size:13px; margin-left:6px; }}
+.grid {{ display:grid; grid-template-columns:repeat(auto-fill, minmax(196px, 1fr)); gap:12px; }}
+.card {{ margin:0; background:#fff; border:1px solid var(--line); border-top:4px solid var(--sel); border-radius:6px; padding:8px; }}
+.card.near {{ border-top-color:var(--near); background:#fffaf2; }}
+.card > img, .card > .noimg {{ display:block; width:100%; height:{thumb}px; object-fit:contain; background:#eef0f3; border-radius:3px; }}
+.card > .noimg, .noimg {{ display:flex; align-items:center; justify-content:center; color:var(--muted); }}
+figcaption {{ margin-top:6px; display:flex; flex-wrap:wrap; gap:4px 8px; align-items:baseline; }}
+.rank {{ color:var(--muted); font-size:12px; }} .score {{ font-weight:600; font-variant-numeric:tabular-nums; }}
+.name {{ flex-basis:100%; font-size:12px; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }}
+.evidence {{ display:flex; gap:8px; align-items:center; margin-top:6px; padding-top:6px; border-top:1px dashed var(--line); font-size:11px; color:var(--muted); }}
+.evidence img.ev, .evidence .noimg.ev {{ width:{ev}px; height:{ev}px; object-fit:cover; border-radius:4px; flex:none; }}
+.evidence b {{ color:var(--fg); font-weight:500; overflow-wrap:anywhere; }}
+table {{ border-collapse:collapse; background:#fff; border:1px solid var(--line); width:100%; }}
+th, td {{ text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }}
+td:first-child {{ white-space:nowrap; }} td:last-child {{ color:var(--bad); }}
+.empty, .more {{ color:var(--muted); }}
+</style></head>
+<body><header><h1>{title}</h1>{stats}<dl>{info}</dl></header>
+<main>{body}</main></body></html>
+""".replace("{thumb}", str(THUMB_PX)).replace("{ev}", str(EVIDENCE_PX))
