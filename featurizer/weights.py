@@ -175,7 +175,7 @@ def values_fingerprint(model) -> str:
     digest = hashlib.sha256()
     for layer in model.layers:
         for variable in layer.weights:
-            value = np.ascontiguousarray(np.asarray(variable), dtype="<f4")
+            value = np.ascontiguousarray(variable.numpy(), dtype="<f4")
             digest.update(f"{layer.name}/{variable.name}:{value.shape}".encode())
             digest.update(value.tobytes())
     return digest.hexdigest()
