@@ -143,14 +143,7 @@ class Featurizer:
                 st.maybe_commit()
 
             def skip(path: Path) -> bool:
-                old = known_failures.get(str(path))
-                if old is None:
-                    return False
-                try:
-                    stat = path.stat()
-                except OSError:
-                    return old.size == -1
-                return stat.st_size == old.size and stat.st_mtime == old.mtime
+                return failure_unchanged(path, known_failures.get(str(path)))
 
             try:
                 for item in self._prepared(files, st, skip):
@@ -240,6 +233,17 @@ def prepare_file(path: Path, input_size: int = INPUT_SIZE,
         except ImageError as exc:
             item.error = str(exc)
     return item
+
+
+def failure_unchanged(path: Path, failure: Failure | None) -> bool:
+    """Whether ``path`` failed before (``failure``) and is unchanged since, so trying it again is pointless."""
+    if failure is None:
+        return False
+    try:
+        stat = path.stat()
+    except OSError:
+        return failure.size == -1
+    return stat.st_size == failure.size and stat.st_mtime == failure.mtime
 
 
 def extract(paths: Iterable[str | os.PathLike], store: str | os.PathLike, *, label: str | None = None,
