@@ -17,16 +17,28 @@ Crash safety (HDF5 has no journal of its own, and a killed writer can leave its 
 ``STORE.h5.journal/<seq>.npz`` (temp file, fsync, rename: a record exists whole or not at all).
 Readers overlay the journal on the main file. Commit ("compaction") copies the main file, appends
 the journal into the copy, fsyncs it and renames it over ``STORE.h5``; only then are the records
-deleted. A kill at any moment leaves a main file that opens, plus records that the next open merges.
-One writer at a time holds ``STORE.h5.lock`` (filelock); readers take no lock.
+deleted (newest first). A kill at any moment leaves a main file that opens, plus records that the
+next open merges; the next writer removes the leftovers of a killed one (temp files, merged records).
+
+Readers take no lock. They see the main file plus the records numbered ``journal_seq + 1, + 2, ...``
+without a gap; a gap, or a record vanishing while it is read, means a commit happened meanwhile, and
+the reader starts over. Rows are only ever appended, in journal order, so row ``i`` of an older view
+is row ``i`` of every newer one. One writer at a time holds ``STORE.h5.lock`` (filelock).
+
+``STYLESIFT_CRASH_AT=<point>[:<n>]`` makes a process SIGKILL itself the n-th time it reaches one of
+the named points below (see :func:`_crash_point`); the crash tests use it to kill at exact moments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
+import signal
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -37,6 +49,10 @@ import numpy as np
 FORMAT = "stylesift-store"
 FORMAT_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
+_LOG = logging.getLogger("stylesift.store")
+# Fault-injection points, in the order a batch and a commit pass them.
+CRASH_POINTS = ("journal-tmp-written", "journal-renamed", "commit-copied", "commit-rows-written",
+                "commit-h5-closed", "commit-renamed", "commit-record-deleted")
 
 
 class StoreError(RuntimeError):
@@ -143,9 +159,14 @@ class FeatureStore:
                 ds = f["features"]
                 block = ds[: self._n_main][uniq] if len(uniq) > self._n_main // 4 else ds[uniq]
             out[main] = block[inverse]
-        for i in np.flatnonzero(~main):
-            record, index = self._pending_rows[rows[i] - self._n_main]
-            out[i] = self._record_features(record)[index]
+        pending = np.flatnonzero(~main)
+        try:
+            for i in pending:
+                record, index = self._pending_rows[rows[i] - self._n_main]
+                out[i] = self._record_features(record)[index]
+        except FileNotFoundError:
+            # A writer committed since we loaded: the rows are in the new main file, at the same index.
+            self._read_committed(rows[pending], out, pending)
         return out
 
     def load(self, labels: Iterable[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,9 +192,12 @@ class FeatureStore:
         if features.shape[1] != self._fingerprint["feature_dim"]:
             raise FeatureSpaceMismatch(f"{self.path}: rows of {features.shape[1]} features, store holds {self._fingerprint['feature_dim']}")
         now = time.time()
-        rows = [{"sha256": s, "paths": list(p), "label": label or "", "added": now}
-                for s, p in zip(sha256s, paths) if s not in self._index]
-        keep = [i for i, s in enumerate(sha256s) if s not in self._index]
+        keep, seen = [], set()
+        for i, s in enumerate(sha256s):
+            if s not in self._index and s not in seen:  # one row per content, first occurrence wins
+                keep.append(i)
+                seen.add(s)
+        rows = [{"sha256": sha256s[i], "paths": list(paths[i]), "label": label or "", "added": now} for i in keep]
         if rows:
             self._write_record({"rows": rows}, features[keep])
 
@@ -207,21 +231,27 @@ class FeatureStore:
         """Merge the journal into the main file (copy, append, fsync, atomic rename)."""
         self._require_writer()
         self.flush()
+        # Rebuild the overlay from disk: the journal, not memory, is what gets merged (an interrupt
+        # between a record's rename and its bookkeeping must not lose that record's rows).
+        self._load()
         records = self._journal_records()
         if not records and self.path.exists():
             return
         if self._fingerprint is None:
             return  # nothing was ever added: do not create an empty file
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp = self._commit_tmp()
         try:
             if self.path.exists():
                 shutil.copyfile(self.path, tmp)
+            _crash_point("commit-copied")
             with h5py.File(tmp, "a") as f:
                 self._write_main(f, records)
+            _crash_point("commit-h5-closed")
             _fsync(tmp)
             os.replace(tmp, self.path)
             _fsync_dir(self.path.parent)
-        except OSError as exc:
+            _crash_point("commit-renamed")
+        except (OSError, RuntimeError) as exc:  # h5py reports some write failures as RuntimeError
             tmp.unlink(missing_ok=True)
             raise StoreError(f"{self.path}: could not commit the store ({exc}); the journal in "
                              f"{self.journal_dir} keeps every row, run again once the problem is fixed") from exc
@@ -231,6 +261,7 @@ class FeatureStore:
         # Newest first, so a reader that lists the folder sees a prefix of it until it is empty.
         for seq, record in sorted(records, reverse=True):
             record.unlink(missing_ok=True)
+            _crash_point("commit-record-deleted")
         self._load()
 
     def maybe_commit(self) -> None:
@@ -251,16 +282,36 @@ class FeatureStore:
     def _acquire_lock(self, timeout: float) -> None:
         from filelock import FileLock, Timeout
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.path) + ".lock")
         try:
-            lock.acquire(timeout=timeout)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                if timeout == 0:
+                    raise
+                _LOG.warning("%s: another process is writing this store; waiting for it to finish (lock %s)",
+                             self.path, lock.lock_file)
+                lock.acquire(timeout=timeout)
         except Timeout:
             raise StoreError(f"{self.path}: another process is writing this store (lock {lock.lock_file}); "
                              "wait for it to finish or pass a longer lock timeout") from None
         except OSError as exc:
-            raise StoreError(f"{self.path}: cannot take the writer lock ({exc}); is the folder writable?") from None
+            raise StoreError(f"{self.path}: cannot take the writer lock ({exc.strerror or exc}: "
+                             f"{exc.filename or lock.lock_file}); the store's folder must be writable") from None
         self._lock = lock
+        self._remove_leftovers()
+
+    def _commit_tmp(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+
+    def _remove_leftovers(self) -> None:
+        """Delete what killed writers left behind; safe because we hold the lock."""
+        for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+        if self.journal_dir.is_dir():
+            for tmp in self.journal_dir.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
 
     def _require_writer(self) -> None:
         if self.mode != "a" or self._lock is None:
@@ -284,13 +335,15 @@ class FeatureStore:
             )
 
     def _load(self) -> None:
-        for _ in range(5):  # retry if a writer commits while we read its journal
+        for attempt in range(50):  # a writer committed while we read: start over
             try:
                 self._load_once()
                 return
-            except FileNotFoundError:
-                continue
-        raise StoreError(f"{self.path}: store keeps changing under the reader; try again")
+            except (FileNotFoundError, _Stale):
+                time.sleep(min(0.01 * attempt, 0.2))
+        raise StoreError(f"{self.path}: the store keeps changing under the reader (or its journal {self.journal_dir} "
+                         "lacks a record); try again, and if no writer is running, any `stylesift extract` "
+                         "into this store repairs it")
 
     def _load_once(self) -> None:
         self._fingerprint, self._sha, self._label, self._paths = None, [], [], []
@@ -299,7 +352,8 @@ class FeatureStore:
         self._staged_updates: dict[str, dict] = {}
         self._cache: tuple[Path, np.ndarray] | None = None
         self._journal_seq = 0
-        if self.path.exists():
+        main_id = _file_id(self.path)
+        if main_id is not None:
             try:
                 f = h5py.File(self.path, "r")
             except OSError as exc:
@@ -321,10 +375,40 @@ class FeatureStore:
                     self._failures[p] = Failure(p, int(s), float(m), r.decode())
         self._n_main = len(self._sha)
         self._index = {s: i for i, s in enumerate(self._sha)}
-        for seq, record in self._journal_records():
-            with np.load(record, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
+        records = self._journal_records()
+        contiguous = [seq for seq, _ in records] == list(range(self._journal_seq + 1, self._journal_seq + 1 + len(records)))
+        if self._lock is None and (not contiguous or _file_id(self.path) != main_id):
+            raise _Stale  # a commit replaced the main file while we read: our view would be out of date
+        for seq, record in records:
+            try:
+                with np.load(record, allow_pickle=False) as data:
+                    meta = json.loads(str(data["meta"]))
+            except FileNotFoundError:
+                raise
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                raise StoreError(f"{record}: damaged journal record of {self.path} ({exc}); move it away to open "
+                                 "the store without that batch, whose images the next extract featurizes again") from None
             self._apply(meta, record)
+        if self.mode == "a" and self._lock is not None:
+            self._remove_merged_records()
+
+    def _remove_merged_records(self) -> None:
+        """Records a killed commit had merged but not yet deleted (their seq is <= journal_seq)."""
+        if self.journal_dir.is_dir():
+            for entry in self.journal_dir.glob("*.npz"):
+                if entry.stem.isdigit() and int(entry.stem) <= self._journal_seq:
+                    entry.unlink(missing_ok=True)
+
+    def _read_committed(self, rows: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
+        with h5py.File(self.path, "r") as f:
+            n = int(f.attrs["rows"])
+            if len(rows) and int(rows.max()) >= n:
+                raise StoreError(f"{self.path}: rows vanished from the journal but are not in the store; reopen it")
+            uniq, inverse = np.unique(rows, return_inverse=True)
+            sha = [s.decode() for s in f["sha256"][uniq]]
+            if sha != [self._sha[r] for r in uniq]:
+                raise StoreError(f"{self.path}: the store changed in an unexpected way while open; reopen it")
+            out[where] = f["features"][uniq][inverse]
 
     def _journal_records(self) -> list[tuple[int, Path]]:
         if not self.journal_dir.is_dir():
@@ -356,23 +440,27 @@ class FeatureStore:
             self._failures.pop(path, None)
 
     def _write_record(self, meta: dict, features: np.ndarray | None = None) -> None:
-        self.journal_dir.mkdir(exist_ok=True)
         existing = self._journal_records()
         seq = max([self._journal_seq] + [s for s, _ in existing]) + 1
         meta = {**meta, "fingerprint": self._fingerprint}
         target = self.journal_dir / f"{seq:012d}.npz"
         tmp = self.journal_dir / f".{seq:012d}.{os.getpid()}.tmp"
         try:
+            self.journal_dir.mkdir(exist_ok=True)
             with open(tmp, "wb") as fh:
                 arrays = {"meta": np.array(json.dumps(meta))}
                 if features is not None:
                     arrays["features"] = features
                 np.savez(fh, **arrays)
                 fh.flush()
+                _crash_point("journal-tmp-written")
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
+            _fsync_dir(self.journal_dir)
+            _crash_point("journal-renamed")
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise StoreError(f"{self.path}: cannot write to the store's journal {self.journal_dir} ({exc}); "
                              "nothing of this batch was recorded") from exc
         self._apply(meta, target)
@@ -402,19 +490,25 @@ class FeatureStore:
         for name in ("features", "sha256", "label", "paths", "added"):
             f[name].resize(n_new, axis=0)
         added = np.empty(n_new - n_old, np.float64)
+        pending = set(self._pending_rows)
         for seq, record in records:
             with np.load(record, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                rows = [r for r in meta.get("rows", []) if self._index.get(r["sha256"], -1) >= n_old]
-                if not rows:
+                # The rows this record contributed to the overlay (see _apply): first occurrences only.
+                keep = [i for i, r in enumerate(meta.get("rows", [])) if (record, i) in pending]
+                if not keep:
                     continue
-                keep = [i for i, r in enumerate(meta["rows"]) if self._index.get(r["sha256"], -1) >= n_old]
                 feats = data["features"][keep]
+            rows = [meta["rows"][i] for i in keep]
             targets = np.array([self._index[r["sha256"]] for r in rows])
-            # Rows of a record are consecutive in the overlay, so one slice write per record.
-            start = int(targets.min())
-            f["features"][start:start + len(rows)] = feats
-            added[start - n_old:start - n_old + len(rows)] = [r["added"] for r in rows]
+            start = int(targets[0])
+            if np.array_equal(targets, np.arange(start, start + len(targets))):
+                f["features"][start:start + len(rows)] = feats  # the usual case: one slice write per record
+            else:
+                for t, feat in zip(targets, feats):
+                    f["features"][int(t)] = feat
+            added[targets - n_old] = [r["added"] for r in rows]
+            _crash_point("commit-rows-written")
         if n_new > n_old:
             f["sha256"][new] = np.array(self._sha[n_old:], dtype="S64")
             f["added"][new] = added
@@ -431,6 +525,37 @@ class FeatureStore:
         g.create_dataset("reason", data=np.array([x.reason for x in fails], dtype=object), dtype=_STR)
         f.attrs["journal_seq"] = max([self._journal_seq] + [s for s, _ in records])
         f.attrs["rows"] = n_new  # written last: the committed row count
+
+
+class _Stale(Exception):
+    """The main file a reader opened is older than the journal it then listed."""
+
+
+_crash_counts: dict[str, int] = {}
+
+
+def _crash_point(name: str) -> None:
+    """SIGKILL this process here if ``$STYLESIFT_CRASH_AT`` names this point (fault injection for tests).
+
+    ``STYLESIFT_CRASH_AT=commit-renamed:2`` kills at the second time a commit has renamed its file.
+    """
+    spec = os.environ.get("STYLESIFT_CRASH_AT")
+    if not spec:
+        return
+    point, _, nth = spec.partition(":")
+    if point != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _fsync(path: Path) -> None:
