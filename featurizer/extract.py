@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .backbone import INPUT_SIZE, Backbone, feature_fingerprint
-from .images import IMAGE_EXTENSIONS, ImageError, load_image
+from .images import IMAGE_EXTENSIONS, ImageError, load_image, read_image_bytes
 from .store import Failure, FeatureStore
 from .weights import Weights, resolve
 
@@ -218,7 +218,7 @@ def prepare_file(path: Path, input_size: int = INPUT_SIZE,
         item.size, item.mtime = stat.st_size, stat.st_mtime
         if not path.is_file():
             raise ImageError(path, "is a directory, not an image file" if path.is_dir() else "not a regular file")
-        data = path.read_bytes()
+        data = read_image_bytes(path, stat)  # bounded, and refused if the file changes meanwhile
     except ImageError as exc:
         item.error = str(exc)
         return item

@@ -2,15 +2,24 @@
 
 Geometry: the whole image is resized to ``size × size`` without cropping, so a tall screenshot still
 looks like a squeezed tall screenshot rather than a crop of its middle. Files are untrusted input:
-everything that goes wrong becomes an :class:`ImageError` naming the file and the reason.
+everything that goes wrong becomes an :class:`ImageError` naming the file and the reason, and the
+work per file is bounded: at most ``MAX_FILE_BYTES`` are read, images of more than ``MAX_PIXELS``
+are refused before their pixels are decoded, only the first frame of an animation or multi-page
+file is decoded, and a decode still running after ``MAX_DECODE_SECONDS`` is abandoned (checked
+each time the decoder asks for more input, i.e. at least every 64 KiB of file).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
+from struct import error as struct_error
+
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Extensions taken when walking a folder; a file named explicitly is always tried.
@@ -19,6 +28,11 @@ IMAGE_EXTENSIONS = frozenset(
 )
 RESAMPLE = Image.Resampling.BILINEAR  # antialiased in Pillow when shrinking
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a failure, not a grey half-image
+
+# Bounds on the work one untrusted file may cause (see the README, "Which files are accepted").
+MAX_FILE_BYTES = 256 * 2**20  # larger files are refused unread
+MAX_PIXELS = 100_000_000  # 100 megapixels (a 10000 × 10000 image); decoding one costs ~0.3-0.5 GB
+MAX_DECODE_SECONDS = 30.0
 
 
 class ImageError(ValueError):
@@ -30,20 +44,54 @@ class ImageError(ValueError):
         self.reason = reason
 
 
-def load_image(source, size: int = 224, *, draft: bool = True, name=None) -> np.ndarray:
+def read_image_bytes(path: Path, before: os.stat_result | None = None) -> bytes:
+    """The bytes of the regular file ``path``, at most ``MAX_FILE_BYTES``; raises :class:`ImageError`.
+
+    ``before`` is the ``os.stat`` taken before reading (taken here when None); a file whose size,
+    modification time or identity differs after the read is refused as changing while being read,
+    so that a row never describes bytes that were half old, half new. (The failure records the
+    earlier size and mtime, so the next run tries the file again.)
+    """
+    before = before if before is not None else os.stat(path)
+    if before.st_size > MAX_FILE_BYTES:
+        raise ImageError(path, f"file of {before.st_size} bytes is larger than the {MAX_FILE_BYTES >> 20} MiB limit for one image")
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_FILE_BYTES + 1)
+        after = os.fstat(fh.fileno())
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(path, f"file grew beyond the {MAX_FILE_BYTES >> 20} MiB limit for one image while being read")
+    if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns) \
+            or len(data) != after.st_size:
+        raise ImageError(path, "file changed while being read (still being written?); it is tried again on the next run")
+    return data
+
+
+def load_image(source, size: int = 224, *, draft: bool = True, name=None,
+               max_pixels: int | None = None, max_seconds: float | None = None) -> np.ndarray:
     """Decode ``source`` (a path or a binary file object) into an RGB array of shape ``(size, size, 3)``, dtype uint8.
 
     EXIF orientation is applied; palette, alpha (composited over white), CMYK, 16-bit and grayscale
-    images become RGB; animations give their first frame. With ``draft`` JPEGs are decoded directly
-    at a reduced scale (DCT scaling) that still covers ``size``, which is much faster for photos.
-    ``name`` is the file name errors report (default: ``source`` itself).
+    images become RGB; animations and multi-page files give their first frame. With ``draft`` JPEGs
+    are decoded directly at a reduced scale (DCT scaling) that still covers ``size``, which is much
+    faster for photos. ``name`` is the file name errors report (default: ``source`` itself).
+    Images of more than ``max_pixels`` (default ``MAX_PIXELS``) are refused before decoding, and a
+    decode still running after ``max_seconds`` (default ``MAX_DECODE_SECONDS``) is abandoned.
     """
     path = name if name is not None else source
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    max_seconds = MAX_DECODE_SECONDS if max_seconds is None else max_seconds
+    opened = None
     try:
+        if not hasattr(source, "read"):
+            opened = source = io.BytesIO(read_image_bytes(Path(source)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF/ICC chatter; real problems raise below
-            with Image.open(source) as img:
+            with Image.open(_Deadline(source, time.monotonic() + max_seconds)) as img:
                 img.seek(0)
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageError(path, f"{width}×{height} pixels is more than the limit of {max_pixels:,} "
+                                     "(refused unread, as a possible decompression bomb); scale it down first")
                 if draft and img.format == "JPEG":
                     img.draft("RGB", (size, size))
                 img.load()
@@ -53,6 +101,8 @@ def load_image(source, size: int = 224, *, draft: bool = True, name=None) -> np.
                 return np.asarray(rgb, dtype=np.uint8)
     except ImageError:
         raise
+    except _TooSlow:
+        raise ImageError(path, f"decoding took longer than {max_seconds:g} s and was abandoned") from None
     except UnidentifiedImageError:
         raise ImageError(path, _unidentified_reason(source)) from None
     except Image.DecompressionBombError as exc:
@@ -65,8 +115,36 @@ def load_image(source, size: int = 224, *, draft: bool = True, name=None) -> np.
         raise ImageError(path, "permission denied") from None
     except OSError as exc:
         raise ImageError(path, f"cannot decode: {exc}") from None
-    except (ValueError, SyntaxError, IndexError, EOFError, MemoryError) as exc:
+    except (ValueError, SyntaxError, IndexError, EOFError, MemoryError, TypeError, KeyError,
+            ArithmeticError, struct_error) as exc:  # what Pillow's plugins raise on malformed data
         raise ImageError(path, f"cannot decode: {type(exc).__name__}: {exc}") from None
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+class _TooSlow(Exception):
+    """Raised from inside Pillow's read loop once a decode has used up its time."""
+
+
+class _Deadline:
+    """A binary file wrapper whose ``read`` fails once ``deadline`` (``time.monotonic()``) has passed.
+
+    Pillow's decoders pull their input through ``read`` in blocks, so this bounds decode time
+    without threads or processes (a single block of at most 64 KiB is never interrupted).
+    """
+
+    def __init__(self, fp, deadline: float):
+        self._fp = fp
+        self._deadline = deadline
+
+    def read(self, n: int = -1) -> bytes:
+        if time.monotonic() > self._deadline:
+            raise _TooSlow
+        return self._fp.read(n)
+
+    def __getattr__(self, name):
+        return getattr(self._fp, name)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
