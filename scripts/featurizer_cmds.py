@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,6 +11,11 @@ import typer
 from .app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, app, err, fail, print_json, progress_bar
 
 DEFAULT_STORE = Path("artifacts/features.h5")
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 WeightsOption = typer.Option(None, "--weights", help="Explicit ResNet50 weights file (else $STYLESIFT_WEIGHTS, the cache, Keras, npm).")
 
 
@@ -51,20 +57,28 @@ def extract(
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="HDF5 feature store to add to (created if missing)."),
     label: Optional[str] = typer.Option(None, "--label", help="Label for these images, e.g. good / ordinary."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per network call."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding threads (default: CPU count)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="local: decoding threads (default: CPU count); ray: worker actors (default: one per cluster CPU)."),
+    engine: Engine = typer.Option(Engine.local, "--engine", help="local: this machine; ray: Ray worker actors, the store written here (pip install 'stylesift\\[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster for --engine ray: auto, HOST:6379 or ray://HOST:10001 (default: $RAY_ADDRESS, else a Ray instance on this machine)."),
     weights_file: Optional[Path] = WeightsOption,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Featurize images into the store; content already there is not featurized again."""
     from featurizer.extract import Featurizer
+    from featurizer.ray_engine import RayEngine, RayEngineError
     from featurizer.store import StoreError
     from featurizer.weights import WeightsNotFound
 
+    if address and engine is not Engine.ray:
+        raise typer.BadParameter("only means something with --engine ray", param_hint="--address")
     try:
-        featurizer = Featurizer(weights_file, batch_size=batch_size, workers=workers)
+        if engine is Engine.ray:
+            featurizer = RayEngine(weights_file, batch_size=batch_size, workers=workers, address=address)
+        else:
+            featurizer = Featurizer(weights_file, batch_size=batch_size, workers=workers)
         with progress_bar("extracting") as bar:
             report = featurizer.extract(paths, store, label=label, progress=bar)
-    except (WeightsNotFound, StoreError) as exc:
+    except (WeightsNotFound, StoreError, RayEngineError) as exc:
         raise fail(str(exc))
     if json_out:
         print_json(report.to_dict())

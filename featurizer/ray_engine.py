@@ -1,0 +1,474 @@
+"""Extraction on a Ray cluster: the driver lists, hashes and writes; Ray actors decode and featurize.
+
+The driver does everything that decides *what* is in the store, exactly as local extraction does:
+it lists the paths, hashes every file (:func:`featurizer.extract.prepare_file` without decoding),
+skips content the store already holds and unchanged failures, groups equal content under one row,
+and is the only process that opens the store for writing. Only the path and expected sha256 of new
+content travel to the workers. Each worker is an actor that loads the backbone once, checks that
+its feature fingerprint equals the driver's (a worker with other weights or geometry refuses all
+work), and then turns batches of paths into features, decoding with the same
+:func:`~featurizer.extract.prepare_file` as local mode, so failures carry the same reasons.
+
+A worker that dies is restarted by Ray (``max_restarts``) and its unfinished batches are run again
+(``max_task_retries``); rows are keyed by content, so a batch delivered twice adds nothing twice.
+
+Ray is an optional dependency (``pip install 'stylesift[ray]'``); it is imported only when used.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .backbone import INPUT_SIZE, fingerprint_id
+from .extract import (DEFAULT_BATCH_SIZE, ExtractReport, Featurizer, PreparedFile, failure_unchanged, list_images,
+                      prepare_file)
+from .store import Failure, FeatureStore
+from .weights import Weights
+
+PACKAGES = ("stylesift", "tensorflow", "keras", "numpy", "pillow")
+
+
+class RayEngineError(RuntimeError):
+    """The cluster could not do (all of) the work; the message says what was saved and what to do."""
+
+
+class WorkerMismatch(RayEngineError):
+    """A worker's backbone would produce features of another feature space than the driver's store."""
+
+
+def require_ray():
+    """Import and return the ``ray`` module, or raise :class:`RayEngineError` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise RayEngineError("the Ray engine needs Ray, which is not installed: pip install 'stylesift[ray]' "
+                             "(on the driver and on every node of the cluster)") from None
+    return ray
+
+
+@dataclass
+class _Batch:
+    """Content sent to one worker call: ``items[i]`` is the first file seen with ``sha256s[i]``."""
+
+    items: list[PreparedFile]
+    worker: int
+    sha256s: list[str] = field(init=False)
+
+    def __post_init__(self):
+        self.sha256s = [it.sha256 for it in self.items]
+
+
+class RayEngine:
+    """Featurize images into a store with Ray actors; same store, same results as :class:`Featurizer`.
+
+    Parameters
+    ----------
+    weights : Weights or path, optional
+        Resolved weights or an explicit weights file, resolved on the driver as in local mode.
+    batch_size : int
+        Images per worker call (and per network call on the worker).
+    workers : int, optional
+        Number of worker actors (default: as many as the cluster has CPUs for, given ``cpus_per_worker``).
+    address : str, optional
+        Ray cluster to join (``auto``, ``HOST:6379``, ``ray://HOST:10001``); default: ``$RAY_ADDRESS``,
+        else a Ray instance started on this machine for this run.
+    cpus_per_worker : int
+        CPUs each worker reserves; also its TensorFlow thread count.
+    ship_weights : bool
+        Send the driver's weight file to the workers through Ray's object store (default). When False,
+        each node resolves the weights itself (the same explicit file path, else its own cache,
+        Keras or npm); the fingerprint check then guards against nodes that hold other weights.
+    runtime_env : dict, optional
+        Ray runtime environment for the worker actors (e.g. ``{"env_vars": {...}}``).
+    max_retries : int
+        How often a dead worker is restarted, and how often a batch is retried on it.
+    start_timeout : float
+        Seconds to wait for the workers to load the network before giving up (an autoscaling
+        cluster may need minutes to add nodes).
+    """
+
+    def __init__(self, weights: Weights | str | os.PathLike | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                 workers: int | None = None, address: str | None = None, cpus_per_worker: int = 1,
+                 ship_weights: bool = True, runtime_env: dict | None = None, max_retries: int = 3,
+                 start_timeout: float = 600.0, input_size: int = INPUT_SIZE):
+        self.weights = weights
+        self.batch_size = batch_size
+        self.workers = workers
+        self.address = address
+        self.cpus_per_worker = cpus_per_worker
+        self.ship_weights = ship_weights
+        self.runtime_env = runtime_env
+        self.max_retries = max_retries
+        self.start_timeout = start_timeout
+        self.input_size = input_size
+
+    # ------------------------------------------------------------------ public
+    def extract(self, paths: Iterable[str | os.PathLike], store: str | os.PathLike, *, label: str | None = None,
+                progress: Callable[[int, int], None] | None = None, lock_timeout: float = -1) -> ExtractReport:
+        """Featurize every image under ``paths`` that the store does not hold yet; see :meth:`Featurizer.extract`.
+
+        Workers are started only once there is something new to featurize, and are kept for later
+        calls until :meth:`close`. Raises :class:`WorkerMismatch` when a worker's fingerprint differs
+        (before anything is sent to it) and :class:`RayEngineError` when batches could not be
+        featurized even after retries; in both cases every finished batch is saved first.
+        """
+        started = time.perf_counter()
+        self._resolve()
+        files = list_images(paths)
+        report = ExtractReport(store=str(store))
+        with FeatureStore(store, "a", fingerprint=self.fingerprint_, lock_timeout=lock_timeout) as st:
+            run = _Run(self, st, report, label, len(files), progress)
+            try:
+                run.feed(self._hashed(files, run.known_failures))
+            except KeyboardInterrupt:
+                report.interrupted = True
+                self.close()  # stop the cluster's work now rather than let queued batches run on
+            finally:
+                run.finish()
+            report.rows = len(st)
+        report.seconds = time.perf_counter() - started
+        if run.lost:
+            n = sum(len(b.items) for b in run.lost)
+            raise RayEngineError(
+                f"{n} images in {len(run.lost)} batches could not be featurized ({run.lost_reason}); "
+                f"everything else is saved in {store} ({report.new} new rows). Run the same command again "
+                "to retry them.")
+        return report
+
+    def close(self) -> None:
+        """Stop the worker actors (and the Ray instance, when this engine started it)."""
+        actors, self._actors, self._weights_ref = getattr(self, "_actors", []), [], None
+        if not actors and not getattr(self, "_owns_ray", False):
+            return
+        ray = require_ray()
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        if getattr(self, "_owns_ray", False):
+            ray.shutdown()
+            self._owns_ray = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---------------------------------------------------------------- internals
+    def _resolve(self) -> None:
+        if getattr(self, "fingerprint_", None) is None:
+            featurizer = Featurizer(self.weights, batch_size=self.batch_size, input_size=self.input_size)
+            self.weights_, self.fingerprint_ = featurizer.weights, featurizer.fingerprint
+
+    def _hashed(self, files: list[Path], known_failures: dict[str, Failure]) -> Iterator[PreparedFile]:
+        """Read and hash files in threads (no decoding: that is the workers' job), in order, read-ahead bounded."""
+        def hash_one(path: Path) -> PreparedFile:
+            if failure_unchanged(path, known_failures.get(str(path))):
+                return PreparedFile(path, error="unchanged")
+            return prepare_file(path, self.input_size, known=lambda sha: True)
+
+        threads = min(8, os.cpu_count() or 1)
+        pending: deque = deque()
+        with ThreadPoolExecutor(threads, thread_name_prefix="stylesift-hash") as pool:
+            try:
+                for path in files:
+                    pending.append(pool.submit(hash_one, path))
+                    if len(pending) >= 4 * threads:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+    def _start(self) -> list:
+        """Start (or reuse) the worker actors and wait until each has loaded and checked its backbone."""
+        if getattr(self, "_actors", None):
+            return self._actors
+        ray = require_ray()
+        self._init_ray(ray)
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        n = self.workers or max(1, int(cpus // max(self.cpus_per_worker, 1)))
+        if n * self.cpus_per_worker > cpus:
+            raise RayEngineError(f"{n} workers × {self.cpus_per_worker} CPUs do not fit the cluster's {cpus:g} CPUs; "
+                                 f"pass --workers {max(1, int(cpus // max(self.cpus_per_worker, 1)))} or add nodes")
+        # Held by the engine: a restarted worker reads the weights again. Passed inside a list so that Ray
+        # hands the worker the reference, not 95 MB of constructor arguments.
+        self._weights_ref = ray.put(Path(self.weights_.notop).read_bytes()) if self.ship_weights else None
+        explicit = None if self.ship_weights else self._explicit_weights()
+        env = dict(self.runtime_env or {})
+        env["env_vars"] = {"TF_CPP_MIN_LOG_LEVEL": "2", **env.get("env_vars", {})}
+        remote, run_id = ray.remote(_Worker), os.urandom(4).hex()
+        self._actors = [remote.options(
+            name=f"stylesift-{run_id}-{i}",  # so that operators (and tests) can find a run's workers
+            num_cpus=self.cpus_per_worker, max_restarts=self.max_retries, max_task_retries=self.max_retries,
+            runtime_env=env,
+        ).remote(self.fingerprint_, [self._weights_ref], explicit, self.input_size, self.cpus_per_worker) for i in range(n)]
+        infos = [actor.info.remote() for actor in self._actors]
+        ready, waiting = ray.wait(infos, num_returns=len(infos), timeout=self.start_timeout)
+        if waiting:
+            self.close()
+            raise RayEngineError(f"only {len(ready)} of {n} workers started within {self.start_timeout:g} s "
+                                 "(the cluster lacks free CPUs or memory, or nodes cannot load the network); "
+                                 "ask for fewer --workers or check `ray status`")
+        self.workers_ = ray.get(infos)
+        for info in self.workers_:
+            if info["refused"] or info["error"]:
+                self.close()
+                raise WorkerMismatch(info["refused"]) if info["refused"] else RayEngineError(info["error"])
+        mine = _versions()
+        for info in self.workers_:
+            differ = {k: (v, info["versions"].get(k)) for k, v in mine.items() if info["versions"].get(k) != v}
+            if differ:
+                warnings.warn(f"Ray worker on {info['node']} runs other package versions (driver, worker): {differ}; "
+                              "install the same versions on every node", RuntimeWarning, stacklevel=2)
+        return self._actors
+
+    def _init_ray(self, ray) -> None:
+        self._owns_ray = False
+        if ray.is_initialized():
+            return
+        import logging
+
+        options = dict(log_to_driver=False, logging_level=logging.ERROR)
+        if self.address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=self.address, **options)
+        else:
+            ray.init(include_dashboard=False, **options)
+            self._owns_ray = True
+
+    def _explicit_weights(self) -> str | None:
+        """The weights file the user named (argument or $STYLESIFT_WEIGHTS), for nodes to load themselves."""
+        if isinstance(self.weights, (str, os.PathLike)):
+            return str(Path(self.weights).expanduser().absolute())
+        source = self.weights_.source
+        return source.removeprefix("file:") if source.startswith("file:") else None
+
+
+class _Run:
+    """One extraction's bookkeeping on the driver: what is in flight, what came back, what failed."""
+
+    def __init__(self, engine: RayEngine, st: FeatureStore, report: ExtractReport, label: str | None, total: int,
+                 progress: Callable[[int, int], None] | None):
+        self.engine, self.st, self.report, self.label = engine, st, report, label
+        self.total, self.progress, self.done = total, progress, 0
+        self.known_failures = {f.path: f for f in st.failures}
+        self.groups: dict[str, list[PreparedFile]] = {}  # content not in the store yet → every file holding it
+        self.batch: list[PreparedFile] = []
+        self.in_flight: dict = {}  # ObjectRef → _Batch
+        self.failures: list[Failure] = []
+        self.cleared: list[str] = []
+        self.lost: list[_Batch] = []
+        self.lost_reason = ""
+
+    def feed(self, items: Iterable[PreparedFile]) -> None:
+        for item in items:
+            if self.lost:
+                break  # a batch failed for good: stop sending, save what finishes, then report
+            self._classify(item)
+            self._collect(block=False)
+        if not self.lost and self.batch:
+            self._send()
+        while self.in_flight:
+            self._collect(block=True)
+
+    def finish(self) -> None:
+        self.st.flush()
+        self.st.set_failures(self.failures, clear=self.cleared)
+
+    def _classify(self, item: PreparedFile) -> None:
+        key, report = str(item.path), self.report
+        if item.error == "unchanged":
+            report.unchanged_failures += 1
+            report.failed.append({"path": key, "error": self.known_failures[key].reason, "retried": False})
+        elif item.error is not None:
+            self._fail(item, item.error)
+        elif self.st.row_of(item.sha256) is not None:
+            self.st.update(item.sha256, path=key, label=self.label)
+            self._succeed(item)
+        elif item.sha256 in self.groups:
+            self.groups[item.sha256].append(item)  # same bytes under another name: one row, decided later
+            return
+        else:
+            self.groups[item.sha256] = [item]
+            self.batch.append(item)
+            if len(self.batch) >= self.engine.batch_size:
+                self._send()
+            return
+        self._tick()
+
+    def _send(self) -> None:
+        actors = self.engine._start()
+        # Two batches per worker keep each busy while the last result travels back, and bound memory.
+        while len(self.in_flight) >= 2 * len(actors):
+            self._collect(block=True)
+        if self.lost:
+            return
+        load = [0] * len(actors)
+        for b in self.in_flight.values():
+            load[b.worker] += 1
+        batch = _Batch(self.batch, worker=int(np.argmin(load)))
+        self.batch = []
+        ref = actors[batch.worker].featurize.remote([(it.sha256, str(it.path)) for it in batch.items])
+        self.in_flight[ref] = batch
+
+    def _collect(self, block: bool) -> None:
+        if not self.in_flight:
+            return
+        ray = require_ray()
+        ready, _ = ray.wait(list(self.in_flight), num_returns=1 if block else len(self.in_flight),
+                            timeout=None if block else 0)
+        for ref in ready:
+            batch = self.in_flight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except WorkerMismatch:
+                raise  # a restarted worker landed on a node with other weights: stop, do not mix
+            except ray.exceptions.RayError as exc:
+                self.lost.append(batch)
+                self.lost_reason = self.lost_reason or _first_line(exc)
+                continue
+            self._store(batch, result)
+
+    def _store(self, batch: _Batch, result: dict) -> None:
+        ok = list(result["sha256"])
+        if ok:
+            groups = [self.groups[sha] for sha in ok]
+            self.st.add(ok, result["features"], [[str(it.path) for it in g] for g in groups], self.label)
+            self.report.new += len(ok)
+            for group in groups:
+                self.report.cached += len(group) - 1
+                for item in group:
+                    self._succeed(item)
+                    self._tick()
+        for sha, error in result["errors"].items():
+            first = str(self.groups[sha][0].path)
+            for item in self.groups[sha]:
+                # Equal bytes fail equally; reword the reason for each name, as local mode would report it.
+                reason = error if str(item.path) == first else error.replace(first, str(item.path), 1)
+                self._fail(item, reason)
+                self._tick()
+        for sha in batch.sha256s:
+            self.groups.pop(sha, None)
+        self.st.maybe_commit()
+
+    def _succeed(self, item: PreparedFile) -> None:
+        self.cleared.append(str(item.path))
+        self.report.sha256_by_path[str(item.path)] = item.sha256
+
+    def _fail(self, item: PreparedFile, reason: str) -> None:
+        self.failures.append(Failure(str(item.path), item.size, item.mtime, reason))
+        self.report.failed.append({"path": str(item.path), "error": reason, "retried": True})
+
+    def _tick(self) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
+class _Worker:
+    """A Ray actor body: loads the backbone once, checks its fingerprint, featurizes batches of paths.
+
+    Never raises from ``__init__``: a refusal or a start-up error is kept and reported by :meth:`info`
+    (so the driver can show it plainly), and :meth:`featurize` refuses to work after one.
+    """
+
+    def __init__(self, expected: dict, weights_ref: list, weights_path: str | None, input_size: int, threads: int):
+        self.input_size = input_size
+        self.node = socket.gethostname()
+        self.refused: str | None = None
+        self.error: str | None = None
+        self.fingerprint: dict | None = None
+        self.backbone = None
+        self.pool = ThreadPoolExecutor(max(2, threads), thread_name_prefix="stylesift-decode")
+        try:
+            self._load(expected, weights_ref[0], weights_path, threads)
+        except Exception as exc:  # noqa: BLE001 - reported by info() with the node's name
+            self.error = f"{self.node}: {type(exc).__name__}: {exc}"
+
+    def _load(self, expected, weights_ref, weights_path, threads) -> None:
+        import ray
+        import tensorflow as tf
+
+        # One TF thread pool per reserved CPU: several workers on a node must not oversubscribe it.
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, int(threads)))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        from .backbone import Backbone, feature_fingerprint
+        from .weights import resolve, values_fingerprint
+
+        if weights_ref is not None:
+            # Keras loads weights from a file only; keep it node-local and private to this process.
+            with tempfile.TemporaryDirectory(prefix="stylesift-weights-") as tmp:
+                local = Path(tmp) / "shipped.weights.h5"
+                local.write_bytes(ray.get(weights_ref))
+                weights = Weights(notop=local, top=None, source="shipped by the Ray driver", fingerprint="")
+                self.backbone = Backbone(weights, self.input_size)
+        else:
+            weights = resolve(weights_path)
+            self.backbone = Backbone(weights, self.input_size)
+        # The fingerprint of what was actually loaded, not what a cache record claims.
+        loaded = replace(weights, fingerprint=values_fingerprint(self.backbone.model))
+        self.fingerprint = feature_fingerprint(loaded, input_size=self.input_size)
+        if fingerprint_id(self.fingerprint) != fingerprint_id(expected):
+            diff = {k: (expected.get(k), self.fingerprint.get(k)) for k in sorted(set(expected) | set(self.fingerprint))
+                    if expected.get(k) != self.fingerprint.get(k)}
+            self.refused = (f"Ray worker on {self.node} refused: its backbone gives another feature space than the "
+                            f"store's; differences (driver, worker): {diff}. Give every node the same weights "
+                            "(or let the driver ship them) and the same stylesift version.")
+            self.backbone = None
+
+    def info(self) -> dict:
+        """Where this worker runs, whether it refused or failed to start, and its package versions."""
+        return {"node": self.node, "pid": os.getpid(), "refused": self.refused,
+                "error": f"Ray worker on {self.error}" if self.error else None,
+                "fingerprint_id": fingerprint_id(self.fingerprint) if self.fingerprint else None,
+                "versions": _versions()}
+
+    def featurize(self, batch: list[tuple[str, str]]) -> dict:
+        """``[(sha256, path), ...]`` → ``{"sha256": [...], "features": float32 (n_ok, 2048), "errors": {sha256: reason}}``."""
+        if self.refused:
+            raise WorkerMismatch(self.refused)
+        if self.error:
+            raise RayEngineError(f"Ray worker on {self.error}")
+        items = list(self.pool.map(lambda sp: prepare_file(Path(sp[1]), self.input_size), batch))
+        ok, images, errors = [], [], {}
+        for (sha, path), item in zip(batch, items):
+            if item.error is not None:
+                if item.size == -1:
+                    item.error += (f" (on Ray node {self.node}; the driver could read it: every node must see "
+                                   "the same paths)")
+                errors[sha] = item.error
+            elif item.sha256 != sha:
+                errors[sha] = f"{path}: changed while being extracted (its content differs from when it was listed); run again"
+            else:
+                ok.append(sha)
+                images.append(item.image)
+        features = self.backbone(np.stack(images)) if images else np.zeros((0, 2048), np.float32)
+        return {"sha256": ok, "features": features, "errors": errors}
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _first_line(value) -> str:
+    text = str(value).strip()
+    return text.splitlines()[0][:300] if text else type(value).__name__
