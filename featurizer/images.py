@@ -189,4 +189,11 @@ def _unidentified_reason(source) -> str:
         return "SVG is a vector drawing, not a raster image; render it to PNG first"
     if lowered.startswith((b"<!doctype html", b"<html")):
         return "an HTML page, not an image (a failed download saved under an image name?)"
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic) and (name != "WebP" or head[8:12] == b"WEBP"):
+            return f"starts like a {name} file but its header is damaged (corrupt or not really a {name})"
     return "not an image format that Pillow recognises"
+
+
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"RIFF", "WebP"),
+               (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
