@@ -125,6 +125,7 @@ class Featurizer:
         files = list_images(paths)
         report = ExtractReport(store=str(store))
         with FeatureStore(store, "a", fingerprint=self.fingerprint, lock_timeout=lock_timeout) as st:
+            rows_before = len(st)
             known_failures = {f.path: f for f in st.failures}
             batch: list[PreparedFile] = []
             batch_paths: dict[str, list[str]] = {}
@@ -179,7 +180,10 @@ class Featurizer:
             finally:
                 st.flush()
                 st.set_failures(failures, clear=cleared)
-            report.rows = len(st)
+        # Counted after the commit on leaving the store, which rereads the journal: a Ctrl-C that lands
+        # between a batch reaching the journal and the count above must not under-report what was saved.
+        report.rows = len(st)
+        report.new = report.rows - rows_before
         report.seconds = time.perf_counter() - started
         return report
 

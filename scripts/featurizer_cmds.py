@@ -80,6 +80,9 @@ def extract(
             report = featurizer.extract(paths, store, label=label, progress=bar)
     except (WeightsNotFound, StoreError, RayEngineError) as exc:
         raise fail(str(exc))
+    except KeyboardInterrupt:  # before the first file, or a second Ctrl-C while saving
+        raise fail(f"interrupted; every batch that was finished is kept in {store}; "
+                   "run the same command again to resume", EXIT_INTERRUPTED)
     if json_out:
         print_json(report.to_dict())
     else:
