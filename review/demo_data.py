@@ -4,7 +4,8 @@
 (a cat, an espresso, an astronaut, a rocket, ...). There are only a dozen of them, so each is turned
 into several training images by random crops, mirror flips and colour jitter. "ordinary" images are
 rendered here with Pillow: text screenshots, app/UI panels, terminals, spreadsheets, flat graphics and
-charts, and UI panels with a small photo inside (the hard case).
+charts, and UI panels with a small photo inside (the hard case). Either class is saved as JPEG or PNG
+at random, so the compression cannot give the class away.
 
 The held-back images that the demo scores come from *other* source photos than the training images
 (crops of one photo never sit on both sides), plus freshly rendered snapshots and one broken file, so
@@ -13,6 +14,7 @@ the report shows what a new stream looks like rather than a memorised one.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,21 +139,23 @@ def make_demo_set(root: str | os.PathLike, *, n_train: int = 72, n_new: int = 24
     for i in range(n_train):
         name = train_names[i % len(train_names)]
         img = augment(originals[name], rng, max_side)
-        demo.train_quality.append(_save(img, dirs["train/quality"] / f"{name}_{i:03d}.jpg"))
+        demo.train_quality.append(_save(img, dirs["train/quality"] / f"{name}_{i:03d}", rng))
     for i in range(n_train):
         img, kind = render_snapshot(rng, photos=[originals[n] for n in train_names])
-        demo.train_ordinary.append(_save(img, dirs["train/ordinary"] / f"{kind}_{i:03d}.png"))
+        demo.train_ordinary.append(_save(img, dirs["train/ordinary"] / f"{kind}_{i:03d}", rng))
 
     names = [f"upload_{i:03d}" for i in rng.permutation(2 * n_new + 1)]
     for i in range(n_new):
         name = held[i % len(held)]
-        demo.new_quality.append(_save(augment(originals[name], rng, max_side), dirs["new"] / f"{names.pop()}.jpg"))
+        demo.new_quality.append(_save(augment(originals[name], rng, max_side), dirs["new"] / names.pop(), rng))
     for i in range(n_new):
         img, _ = render_snapshot(rng, photos=[originals[n] for n in held])
-        demo.new_ordinary.append(_save(img, dirs["new"] / f"{names.pop()}.png"))
+        demo.new_ordinary.append(_save(img, dirs["new"] / names.pop(), rng))
     broken = dirs["new"] / f"{names.pop()}.jpg"
     # A real upload failure: the first kilobyte of a JPEG, as a dropped connection leaves it.
-    broken.write_bytes(demo.new_quality[0].read_bytes()[:1024])
+    jpeg = io.BytesIO()
+    augment(originals[held[0]], rng, max_side).save(jpeg, "JPEG", quality=90)
+    broken.write_bytes(jpeg.getvalue()[:1024])
     demo.new_broken.append(broken)
     return demo
 
@@ -347,9 +351,12 @@ def _open_photo(path: Path) -> Image.Image:
         return to_rgb(img)
 
 
-def _save(img: Image.Image, path: Path) -> Path:
-    if path.suffix == ".jpg":
-        img.save(path, quality=90)
+def _save(img: Image.Image, stem: Path, rng: np.random.Generator) -> Path:
+    # Either format for either class: the model must learn the pictures, not the compression.
+    if rng.random() < 0.5:
+        path = stem.with_name(stem.name + ".jpg")
+        img.save(path, quality=int(rng.integers(75, 96)))
     else:
+        path = stem.with_name(stem.name + ".png")
         img.save(path)
     return path

@@ -40,8 +40,10 @@ def test_counts_layout_and_distinct_content(demo):
 def test_held_back_photos_never_train(demo):
     train_sources = {p.name.rsplit("_", 1)[0] for p in demo.train_quality}
     assert train_sources and not train_sources & set(HELD_BACK_PHOTOS)
-    # New names do not give the class away.
+    # Neither names nor file formats give the class away.
     assert all(p.stem.startswith("upload_") for p in demo.new)
+    for files in (demo.train_quality, demo.train_ordinary):
+        assert {p.suffix for p in files} == {".jpg", ".png"}
 
 
 def test_broken_upload_cannot_be_decoded(demo):
@@ -65,8 +67,10 @@ def test_snapshots_are_flat_photos_are_not(demo):
             return len(np.unique(np.asarray(img.convert("RGB")).reshape(-1, 3), axis=0))
 
     rng = np.random.default_rng(0)
-    flat = [colours(p) for p in demo.train_ordinary if not p.name.startswith("ui_photo")]
-    real = [colours(p) for p in demo.train_quality]
+    # Lossless files only: JPEG noise adds colours to anything.
+    flat = [colours(p) for p in demo.train_ordinary if p.suffix == ".png" and not p.name.startswith("ui_photo")]
+    real = [colours(p) for p in demo.train_quality if p.suffix == ".png"]
+    assert flat and real
     assert np.median(real) > 4 * np.median(flat)
     img, kind = render_snapshot(rng)
     assert kind != "ui_photo" and img.mode == "RGB"
