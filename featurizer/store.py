@@ -32,6 +32,7 @@ the named points below (see :func:`_crash_point`); the crash tests use it to kil
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -243,6 +244,9 @@ class FeatureStore:
         try:
             if self.path.exists():
                 shutil.copyfile(self.path, tmp)
+            else:
+                h5py.File(tmp, "w").close()
+            self._reserve(tmp)
             _crash_point("commit-copied")
             with h5py.File(tmp, "a") as f:
                 self._write_main(f, records)
@@ -263,6 +267,25 @@ class FeatureStore:
             record.unlink(missing_ok=True)
             _crash_point("commit-record-deleted")
         self._load()
+
+    def _reserve(self, tmp: Path) -> None:
+        """Allocate room for what the commit appends, so a full disk fails here, cleanly, not inside HDF5.
+
+        (HDF5 does not recover from a failed write: it can leave its file object in a state that
+        crashes the process later.) HDF5 truncates the file to its real end when it closes it.
+        """
+        strings = sum(len(label) + len(json.dumps(paths)) + 48 for label, paths in zip(self._label, self._paths))
+        strings += sum(len(f.path) + len(f.reason) + 64 for f in self._failures.values())
+        extra = int(1.5 * (len(self._pending_rows) * (self._dim() * 4 + 128) + strings)) + 2**20
+        with open(tmp, "ab") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            try:
+                os.posix_fallocate(fh.fileno(), size, extra)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    return  # a file system without fallocate: go ahead unreserved
+                raise OSError(errno.ENOSPC, f"No space left on device: the commit needs about {extra >> 10} KiB, "
+                              f"{shutil.disk_usage(tmp.parent).free >> 10} KiB are free") from None
 
     def maybe_commit(self) -> None:
         """Commit when the journal has grown large relative to the main file (keeps total copying linear)."""
