@@ -148,11 +148,12 @@ class RayEngine:
 
     def close(self) -> None:
         """Stop the worker actors (and the Ray instance, when this engine started it)."""
-        actors, self._actors, self._weights_ref = getattr(self, "_actors", []), [], None
-        if not actors and not getattr(self, "_owns_ray", False):
+        actors, self._actors = getattr(self, "_actors", []), []
+        source, self._weights_source = getattr(self, "_weights_source", None), None
+        if not actors and source is None and not getattr(self, "_owns_ray", False):
             return
         ray = require_ray()
-        for actor in actors:
+        for actor in [*actors, *([source] if source is not None else [])]:
             ray.kill(actor, no_restart=True)
         if getattr(self, "_owns_ray", False):
             ray.shutdown()
@@ -202,18 +203,23 @@ class RayEngine:
         if n * self.cpus_per_worker > cpus:
             raise RayEngineError(f"{n} workers × {self.cpus_per_worker} CPUs do not fit the cluster's {cpus:g} CPUs; "
                                  f"pass --workers {max(1, int(cpus // max(self.cpus_per_worker, 1)))} or add nodes")
-        # Held by the engine: a restarted worker reads the weights again. Passed inside a list so that Ray
-        # hands the worker the reference, not 95 MB of constructor arguments.
-        self._weights_ref = ray.put(Path(self.weights_.notop).read_bytes()) if self.ship_weights else None
+        if self.ship_weights:
+            # A small actor holds the driver's weight file for as long as the engine lives, so that a
+            # worker restarted later can still fetch it (Ray forbids nothing here, but warns about
+            # restartable actors whose constructor arguments live in the object store).
+            self._weights_source = ray.remote(_WeightsSource).options(num_cpus=0, max_restarts=0).remote(
+                Path(self.weights_.notop).read_bytes())
         explicit = None if self.ship_weights else self._explicit_weights()
         env = dict(self.runtime_env or {})
         env["env_vars"] = {"TF_CPP_MIN_LOG_LEVEL": "2", **env.get("env_vars", {})}
         remote, run_id = ray.remote(_Worker), os.urandom(4).hex()
+        # Named, so that operators (and tests) can find the workers with ray.get_actor.
+        self.actor_names_ = [f"stylesift-{run_id}-{i}" for i in range(n)]
         self._actors = [remote.options(
-            name=f"stylesift-{run_id}-{i}",  # so that operators (and tests) can find a run's workers
+            name=name,
             num_cpus=self.cpus_per_worker, max_restarts=self.max_retries, max_task_retries=self.max_retries,
             runtime_env=env,
-        ).remote(self.fingerprint_, [self._weights_ref], explicit, self.input_size, self.cpus_per_worker) for i in range(n)]
+        ).remote(self.fingerprint_, self._weights_source if self.ship_weights else None, explicit, self.input_size, self.cpus_per_worker) for name in self.actor_names_]
         infos = [actor.info.remote() for actor in self._actors]
         ready, waiting = ray.wait(infos, num_returns=len(infos), timeout=self.start_timeout)
         if waiting:
@@ -295,6 +301,7 @@ class _Run:
             self._fail(item, item.error)
         elif self.st.row_of(item.sha256) is not None:
             self.st.update(item.sha256, path=key, label=self.label)
+            report.cached += 1
             self._succeed(item)
         elif item.sha256 in self.groups:
             self.groups[item.sha256].append(item)  # same bytes under another name: one row, decided later
@@ -376,6 +383,16 @@ class _Run:
             self.progress(self.done, self.total)
 
 
+class _WeightsSource:
+    """A Ray actor body that hands out the driver's headless weight file (bytes) to workers that start."""
+
+    def __init__(self, blob: bytes):
+        self._blob = blob
+
+    def blob(self) -> bytes:
+        return self._blob
+
+
 class _Worker:
     """A Ray actor body: loads the backbone once, checks its fingerprint, featurizes batches of paths.
 
@@ -383,7 +400,7 @@ class _Worker:
     (so the driver can show it plainly), and :meth:`featurize` refuses to work after one.
     """
 
-    def __init__(self, expected: dict, weights_ref: list, weights_path: str | None, input_size: int, threads: int):
+    def __init__(self, expected: dict, weights_source, weights_path: str | None, input_size: int, threads: int):
         self.input_size = input_size
         self.node = socket.gethostname()
         self.refused: str | None = None
@@ -392,11 +409,11 @@ class _Worker:
         self.backbone = None
         self.pool = ThreadPoolExecutor(max(2, threads), thread_name_prefix="stylesift-decode")
         try:
-            self._load(expected, weights_ref[0], weights_path, threads)
+            self._load(expected, weights_source, weights_path, threads)
         except Exception as exc:  # noqa: BLE001 - reported by info() with the node's name
             self.error = f"{self.node}: {type(exc).__name__}: {exc}"
 
-    def _load(self, expected, weights_ref, weights_path, threads) -> None:
+    def _load(self, expected, weights_source, weights_path, threads) -> None:
         import ray
         import tensorflow as tf
 
@@ -406,11 +423,11 @@ class _Worker:
         from .backbone import Backbone, feature_fingerprint
         from .weights import resolve, values_fingerprint
 
-        if weights_ref is not None:
+        if weights_source is not None:
             # Keras loads weights from a file only; keep it node-local and private to this process.
             with tempfile.TemporaryDirectory(prefix="stylesift-weights-") as tmp:
                 local = Path(tmp) / "shipped.weights.h5"
-                local.write_bytes(ray.get(weights_ref))
+                local.write_bytes(ray.get(weights_source.blob.remote()))
                 weights = Weights(notop=local, top=None, source="shipped by the Ray driver", fingerprint="")
                 self.backbone = Backbone(weights, self.input_size)
         else:

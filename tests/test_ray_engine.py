@@ -1,0 +1,146 @@
+"""Extraction on a local Ray cluster: same store as local mode, workers refused on another feature space,
+a worker killed mid-run costs nothing. One 2-CPU cluster and one pair of workers for the whole module."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import ray
+from conftest import write_pictures
+from typer.testing import CliRunner
+
+from featurizer.ray_engine import RayEngine, WorkerMismatch
+from featurizer.store import FeatureStore
+from featurizer.weights import NOTOP_FILE, RECORD_FILE
+
+pytestmark = [pytest.mark.weights, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=300 * 2**20)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """30 pictures, one of them twice, two files that fail on the worker, one path that fails on the driver."""
+    root = tmp_path_factory.mktemp("ray-inputs")
+    pics = write_pictures(root / "pics", 30, seed=11)
+    shutil.copy(pics[0], root / "pics" / "same_bytes_as_pic_000.jpg")
+    (root / "pics" / "truncated.jpg").write_bytes(pics[1].read_bytes()[:300])
+    (root / "pics" / "page.jpg").write_text("<!doctype html><html>not found</html>")
+    return [root / "pics", root / "gone.jpg"]
+
+
+@pytest.fixture(scope="module")
+def local_store(tmp_path_factory, inputs, featurizer):
+    store = tmp_path_factory.mktemp("local") / "local.h5"
+    report = featurizer.extract(inputs, store, label="good")
+    assert (report.new, report.cached, len(report.failed)) == (30, 1, 3)
+    return store
+
+
+@pytest.fixture(scope="module")
+def engine(cluster, weights):
+    with RayEngine(weights, batch_size=4, workers=2) as eng:
+        yield eng
+
+
+def contents(store) -> dict:
+    """sha256 → (label, paths, features) of every row, and the failures, read with plain h5py."""
+    with h5py.File(store) as f:
+        rows = {s.decode(): (label, json.loads(paths), feats) for s, label, paths, feats in
+                zip(f["sha256"][:], f["label"].asstr()[:], f["paths"].asstr()[:], f["features"][:])}
+        failures = {p: r for p, r in zip(f["failures/path"].asstr()[:], f["failures/reason"].asstr()[:])}
+        return {"rows": rows, "failures": failures, "fingerprint": json.loads(f.attrs["fingerprint"]),
+                "n": len(f["sha256"])}
+
+
+def assert_same_store(ours, theirs):
+    a, b = contents(ours), contents(theirs)
+    assert a["fingerprint"] == b["fingerprint"]
+    assert a["n"] == len(a["rows"]), "a content is stored twice"
+    assert a["rows"].keys() == b["rows"].keys()
+    for sha, (label, paths, feats) in a["rows"].items():
+        assert (label, paths) == b["rows"][sha][:2]
+        np.testing.assert_allclose(feats, b["rows"][sha][2], rtol=1e-4, atol=1e-4)
+    assert a["failures"] == b["failures"]
+
+
+# First in the module: it needs a free CPU, which the shared `engine` fixture's two workers hold afterwards.
+def test_a_worker_with_other_weights_is_refused_before_anything_is_sent(cluster, weights, inputs, tmp_path):
+    # A node whose cache claims the right fingerprint but holds slightly different values.
+    cache = tmp_path / "node-cache"
+    cache.mkdir()
+    shutil.copy(weights.notop, cache / NOTOP_FILE)
+    with h5py.File(cache / NOTOP_FILE, "a") as f:
+        f["layers/batch_normalization/vars/0"][...] *= 1.01
+    (cache / RECORD_FILE).write_text(json.dumps(
+        {"notop": NOTOP_FILE, "top": None, "source": "another node", "fingerprint": weights.fingerprint}))
+    store = tmp_path / "s.h5"
+    with RayEngine(weights, workers=1, ship_weights=False, runtime_env={"env_vars": {"STYLESIFT_CACHE": str(cache)}},
+                   start_timeout=300) as eng:
+        with pytest.raises(WorkerMismatch, match="weights_sha256") as info:
+            eng.extract(inputs, store)
+    assert weights.fingerprint in str(info.value)
+    with FeatureStore(store) as st:
+        assert len(st) == 0  # nothing featurized; only the driver-side failure of gone.jpg is recorded
+        assert [f.path for f in st.failures] == [str(inputs[1])]
+
+
+def test_ray_store_equals_local_store(engine, inputs, local_store, tmp_path):
+    store = tmp_path / "ray.h5"
+    report = engine.extract(inputs, store, label="good")
+    assert (report.new, report.cached, report.rows) == (30, 1, 30)
+    local = contents(local_store)
+    assert {f["path"]: f["error"] for f in report.failed} == local["failures"]
+    assert_same_store(store, local_store)
+    assert len(engine.workers_) == 2 and all(w["refused"] is None for w in engine.workers_)
+
+    # Known content is skipped on the driver: a fresh engine on a full store never starts a worker.
+    fresh = RayEngine(engine.weights_, batch_size=4)
+    again = fresh.extract(inputs, store, label="ordinary")
+    assert (again.new, again.cached, again.unchanged_failures) == (0, 31, 3)
+    assert not hasattr(fresh, "workers_")
+    with FeatureStore(store) as st:
+        assert st.label_counts() == {"ordinary": 30}
+
+
+def test_killing_a_worker_mid_run_loses_and_duplicates_nothing(engine, inputs, local_store, tmp_path):
+    store = tmp_path / "ray.h5"
+    engine.extract([inputs[0] / "pic_000.jpg"], store, label="good")  # workers up before the clock starts
+    victim = ray.get_actor(engine.actor_names_[0])
+    pid_before = ray.get(victim.info.remote())["pid"]
+    killed = []
+
+    def progress(done, total):
+        if not killed and done >= 8:  # worker results are coming in (3 ticks are the driver's own)
+            ray.kill(victim, no_restart=False)  # as if the process died: Ray restarts it and retries its batches
+            killed.append(total - done)
+
+    report = engine.extract(inputs, store, label="good", progress=progress)
+    assert killed and killed[0] >= 20, "the kill must come while most of the work is still ahead"
+    assert ray.get(victim.info.remote())["pid"] != pid_before  # the worker really died and was restarted
+    assert (report.new, report.cached, report.rows) == (29, 2, 30)
+    assert_same_store(store, local_store)
+
+
+def test_cli_engine_ray(engine, inputs, local_store, tmp_path):
+    from scripts.cli import app
+
+    store = tmp_path / "copy.h5"
+    shutil.copy(local_store, store)  # all content known: the command must not need any worker
+    runner = CliRunner()
+    result = runner.invoke(app, ["extract", *map(str, inputs), "--store", str(store), "--engine", "ray",
+                                 "--workers", "1", "--json"])
+    assert result.exit_code == 3, result.output  # done, with the three known failures
+    out = json.loads(result.stdout)
+    assert (out["new"], out["cached"], out["rows"]) == (0, 31, 30)
+    usage = runner.invoke(app, ["extract", str(inputs[0]), "--store", str(store), "--address", "auto"])
+    assert usage.exit_code == 2 and "--engine ray" in usage.output
