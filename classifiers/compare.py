@@ -1,0 +1,126 @@
+"""Run every method on identical stratified folds and report the same metrics for each."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from .methods import METHODS, get_method
+from .search import positives_mask
+
+REVIEW_BUDGET = 0.05  # share of a test split that a person reviews: precision there is "precision@5%"
+METRICS = ("accuracy", "roc_auc", "average_precision", "precision_at_5pct", "recall", "specificity", "fit_seconds")
+
+
+def outer_splits(positive: np.ndarray, folds: int, random_state: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The stratified (train, test) index pairs every method is evaluated on."""
+    k = min(int(folds), int(positive.sum()), int((~positive).sum()))
+    if k < 2:
+        raise ValueError(f"compare needs at least 2 positives and 2 negatives for {folds} folds; "
+                         f"got {int(positive.sum())} and {int((~positive).sum())}")
+    return list(StratifiedKFold(k, shuffle=True, random_state=random_state).split(positive, positive))
+
+
+def fold_metrics(positive: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Metrics of one test split: ``positive`` and ``scores`` of shape ``(n,)``, selection = ``scores >= threshold``."""
+    selected = scores >= threshold
+    top = max(1, math.ceil(REVIEW_BUDGET * len(scores)))
+    order = np.argsort(-scores, kind="stable")[:top]
+    return {
+        "accuracy": float(np.mean(selected == positive)),
+        "roc_auc": float(roc_auc_score(positive, scores)),
+        "average_precision": float(average_precision_score(positive, scores)),
+        "precision_at_5pct": float(np.mean(positive[order])),
+        "recall": float(np.mean(selected[positive])),
+        "specificity": float(np.mean(~selected[~positive])),
+    }
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` measured.
+
+    ``folds[name]`` lists per-fold metrics (plus ``threshold`` and ``params``); ``scores[name]`` and
+    ``selected[name]`` are out-of-fold arrays of shape ``(n_samples,)`` aligned with ``positive``.
+    """
+
+    positive: np.ndarray
+    folds: dict[str, list[dict]] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    selected: dict[str, np.ndarray] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+    n_folds: int = 0
+    seconds: float = 0.0
+
+    def summary(self, name: str) -> dict:
+        """Mean of each metric over the folds, with ``"std"`` holding the spread."""
+        rows = self.folds[name]
+        out = {m: round(float(np.mean([r[m] for r in rows])), 4) for m in METRICS}
+        out["std"] = {m: round(float(np.std([r[m] for r in rows])), 4) for m in METRICS}
+        out["thresholds"] = [r["threshold"] for r in rows]
+        out["params"] = [r["params"] for r in rows]
+        out["description"] = self.descriptions[name]
+        return out
+
+    def to_dict(self) -> dict:
+        return {"methods": {name: self.summary(name) for name in self.folds},
+                "folds": self.n_folds, "positives": int(self.positive.sum()),
+                "negatives": int((~self.positive).sum()), "review_budget": REVIEW_BUDGET,
+                "seconds": round(self.seconds, 2)}
+
+
+def compare(X, y, *, folds: int = 5, methods: Sequence[str] | None = None, target_recall: float = 0.9,
+            n_jobs: int | None = -1, random_state: int = 0,
+            progress: Callable[[int, int], None] | None = None) -> Comparison:
+    """Fit and score each method on the same stratified folds.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+        1/True for positives, 0/False for negatives.
+    folds : int
+        Outer folds (capped by the smaller class).
+    methods : sequence of str, optional
+        Names from :data:`~classifiers.methods.METHODS` (default: all). One-class methods fit on the
+        fold's positives only (their tuning may use the fold's training negatives for validation).
+    target_recall : float
+        Recall on held-out positives that the one-class thresholds aim for.
+    progress : callable, optional
+        ``progress(done, total)`` after each fitted method × fold.
+    """
+    started = time.perf_counter()
+    X = np.asarray(X, dtype=np.float32)
+    positive = positives_mask(y, need_both=True)
+    names = list(methods or METHODS)
+    chosen = [get_method(n) for n in names]
+    splits = outer_splits(positive, folds, random_state)
+    result = Comparison(positive=positive, n_folds=len(splits))
+    for m in chosen:
+        result.folds[m.name], result.descriptions[m.name] = [], m.description
+        result.scores[m.name] = np.full(len(X), np.nan)
+        result.selected[m.name] = np.zeros(len(X), bool)
+    done = 0
+    for train, test in splits:
+        for m in chosen:
+            est = m.make(n_jobs=n_jobs, random_state=random_state, target_recall=target_recall)
+            t0 = time.perf_counter()
+            est.fit(X[train], positive[train])
+            fit_seconds = time.perf_counter() - t0
+            scores = est.decision_function(X[test])
+            row = fold_metrics(positive[test], scores, est.threshold_)
+            row.update(fit_seconds=fit_seconds, threshold=float(est.threshold_), params=est.best_params_)
+            result.folds[m.name].append(row)
+            result.scores[m.name][test] = scores
+            result.selected[m.name][test] = scores >= est.threshold_
+            done += 1
+            if progress:
+                progress(done, len(splits) * len(chosen))
+    result.seconds = time.perf_counter() - started
+    return result

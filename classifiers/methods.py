@@ -1,0 +1,53 @@
+"""The named methods that `train` and `compare` know, each a factory of an unfitted estimator.
+
+Every estimator has ``fit(X, y)`` (y: 1/True = positive), ``decision_function(X)`` (higher = more
+like the positives), ``threshold_``, ``pipeline_`` (the fitted sklearn Pipeline that goes into a
+bundle), ``best_params_`` and ``notes_``. One-class methods fit on the positive rows only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .distance import NearestPositives
+from .head import OutputLayerHead
+from .one_class import OneClassSVMModel
+from .two_class import TwoClassSVM
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    make: Callable[..., object]  # make(n_jobs=..., random_state=..., target_recall=...) -> estimator
+    needs_negatives: bool
+    description: str
+
+
+METHODS = {m.name: m for m in [
+    Method("two-class", lambda n_jobs=-1, random_state=0, target_recall=0.9:
+           TwoClassSVM(n_jobs=n_jobs, random_state=random_state), True,
+           "PCA + RBF SVC, hyperparameters and normalisation chosen by stratified CV"),
+    Method("two-class-default", lambda n_jobs=-1, random_state=0, target_recall=0.9:
+           TwoClassSVM(search=False, random_state=random_state), True,
+           "the article: PCA(512, whiten) + SVC(C=0.4)"),
+    Method("one-class", lambda n_jobs=-1, random_state=0, target_recall=0.9:
+           OneClassSVMModel(target_recall=target_recall, n_jobs=n_jobs, random_state=random_state), False,
+           "OneClassSVM on positives, gamma x nu chosen by ROC AUC (negatives only validate)"),
+    Method("one-class-default", lambda n_jobs=-1, random_state=0, target_recall=0.9:
+           OneClassSVMModel(search=False, n_jobs=n_jobs, random_state=random_state), False,
+           "the article: PCA(512, whiten) + OneClassSVM(gamma=0.011, nu=0.08)"),
+    Method("nearest-positives", lambda n_jobs=-1, random_state=0, target_recall=0.9:
+           NearestPositives(target_recall=target_recall), False,
+           "baseline: mean cosine distance to the 10 nearest training positives"),
+    Method("head", lambda n_jobs=-1, random_state=0, target_recall=0.9:
+           OutputLayerHead(), True,
+           "the article's output-layer retraining: logistic regression on the pooled features"),
+]}
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}") from None
