@@ -203,23 +203,26 @@ class RayEngine:
         if n * self.cpus_per_worker > cpus:
             raise RayEngineError(f"{n} workers × {self.cpus_per_worker} CPUs do not fit the cluster's {cpus:g} CPUs; "
                                  f"pass --workers {max(1, int(cpus // max(self.cpus_per_worker, 1)))} or add nodes")
-        if self.ship_weights:
+        run_id = os.urandom(4).hex()
+        source = f"stylesift-{run_id}-weights" if self.ship_weights else None
+        if source:
             # A small actor holds the driver's weight file for as long as the engine lives, so that a
-            # worker restarted later can still fetch it (Ray forbids nothing here, but warns about
-            # restartable actors whose constructor arguments live in the object store).
-            self._weights_source = ray.remote(_WeightsSource).options(num_cpus=0, max_restarts=0).remote(
-                Path(self.weights_.notop).read_bytes())
+            # worker restarted later can still fetch it. Workers get its name, not its handle: Ray warns
+            # about restartable actors whose constructor arguments hold references.
+            self._weights_source = ray.remote(_WeightsSource).options(
+                name=source, num_cpus=0, max_restarts=0).remote(Path(self.weights_.notop).read_bytes())
         explicit = None if self.ship_weights else self._explicit_weights()
         env = dict(self.runtime_env or {})
         env["env_vars"] = {"TF_CPP_MIN_LOG_LEVEL": "2", **env.get("env_vars", {})}
-        remote, run_id = ray.remote(_Worker), os.urandom(4).hex()
         # Named, so that operators (and tests) can find the workers with ray.get_actor.
         self.actor_names_ = [f"stylesift-{run_id}-{i}" for i in range(n)]
-        self._actors = [remote.options(
-            name=name,
-            num_cpus=self.cpus_per_worker, max_restarts=self.max_retries, max_task_retries=self.max_retries,
-            runtime_env=env,
-        ).remote(self.fingerprint_, self._weights_source if self.ship_weights else None, explicit, self.input_size, self.cpus_per_worker) for name in self.actor_names_]
+        worker = ray.remote(_Worker)
+        self._actors = [
+            worker.options(name=name, num_cpus=self.cpus_per_worker, max_restarts=self.max_retries,
+                           max_task_retries=self.max_retries, runtime_env=env)
+            .remote(self.fingerprint_, source, explicit, self.input_size, self.cpus_per_worker)
+            for name in self.actor_names_
+        ]
         infos = [actor.info.remote() for actor in self._actors]
         ready, waiting = ray.wait(infos, num_returns=len(infos), timeout=self.start_timeout)
         if waiting:
@@ -400,7 +403,8 @@ class _Worker:
     (so the driver can show it plainly), and :meth:`featurize` refuses to work after one.
     """
 
-    def __init__(self, expected: dict, weights_source, weights_path: str | None, input_size: int, threads: int):
+    def __init__(self, expected: dict, weights_source: str | None, weights_path: str | None, input_size: int,
+                 threads: int):
         self.input_size = input_size
         self.node = socket.gethostname()
         self.refused: str | None = None
@@ -427,7 +431,7 @@ class _Worker:
             # Keras loads weights from a file only; keep it node-local and private to this process.
             with tempfile.TemporaryDirectory(prefix="stylesift-weights-") as tmp:
                 local = Path(tmp) / "shipped.weights.h5"
-                local.write_bytes(ray.get(weights_source.blob.remote()))
+                local.write_bytes(ray.get(ray.get_actor(weights_source).blob.remote()))
                 weights = Weights(notop=local, top=None, source="shipped by the Ray driver", fingerprint="")
                 self.backbone = Backbone(weights, self.input_size)
         else:
@@ -452,7 +456,11 @@ class _Worker:
                 "versions": _versions()}
 
     def featurize(self, batch: list[tuple[str, str]]) -> dict:
-        """``[(sha256, path), ...]`` → ``{"sha256": [...], "features": float32 (n_ok, 2048), "errors": {sha256: reason}}``."""
+        """Decode and featurize ``[(sha256, path), ...]``.
+
+        Returns ``{"sha256": [...], "features": float32 (n_ok, 2048), "errors": {sha256: reason}}``:
+        the contents that worked, in order, and the reason (naming the file) for each that did not.
+        """
         if self.refused:
             raise WorkerMismatch(self.refused)
         if self.error:
@@ -466,7 +474,7 @@ class _Worker:
                                    "the same paths)")
                 errors[sha] = item.error
             elif item.sha256 != sha:
-                errors[sha] = f"{path}: changed while being extracted (its content differs from when it was listed); run again"
+                errors[sha] = f"{path}: changed while being extracted (other content than when listed); run again"
             else:
                 ok.append(sha)
                 images.append(item.image)
