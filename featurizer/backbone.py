@@ -11,6 +11,8 @@ from .weights import Weights
 
 INPUT_SIZE = 224
 FEATURE_DIM = 2048
+# Precisions a backbone can run in; each is its own feature space (see :func:`backbone_fingerprint`).
+PRECISIONS = ("float32", "int8")
 
 
 def feature_fingerprint(weights: Weights, *, input_size: int = INPUT_SIZE) -> dict:
@@ -25,6 +27,33 @@ def feature_fingerprint(weights: Weights, *, input_size: int = INPUT_SIZE) -> di
         "feature_dim": FEATURE_DIM,
         "dtype": "float32",
     }
+
+
+def backbone_fingerprint(weights: Weights, precision: str = "float32", *, input_size: int = INPUT_SIZE) -> dict:
+    """The fingerprint of features from a backbone of this precision; float32's is :func:`feature_fingerprint`."""
+    base = feature_fingerprint(weights, input_size=input_size)
+    if precision == "float32":
+        return base
+    if precision == "int8":
+        from .fast_backbone import int8_fingerprint
+
+        return int8_fingerprint(base)
+    raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+
+
+def make_backbone(weights: Weights, precision: str = "float32", *, input_size: int = INPUT_SIZE):
+    """Build the backbone of a precision: :class:`Backbone` (Keras, float32) or the INT8 one (ONNX Runtime).
+
+    Both are called the same way: uint8 RGB ``(n, size, size, 3)`` → float32 ``(n, 2048)``, and carry
+    ``.fingerprint``.
+    """
+    if precision == "float32":
+        return Backbone(weights, input_size)
+    if precision == "int8":
+        from .fast_backbone import Int8Backbone
+
+        return Int8Backbone(weights, input_size)
+    raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
 
 
 def fingerprint_id(fingerprint: dict) -> str:

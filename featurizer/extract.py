@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .backbone import INPUT_SIZE, Backbone, feature_fingerprint
+from .backbone import INPUT_SIZE, backbone_fingerprint, make_backbone
 from .images import IMAGE_EXTENSIONS, ImageError, load_image, read_image_bytes
 from .store import Failure, FeatureStore
 from .weights import Weights, resolve
@@ -91,21 +91,30 @@ class Featurizer:
         Images per network call.
     workers : int, optional
         Decoding threads (default: number of CPUs).
+    precision : {"float32", "int8"}
+        The backbone: Keras float32, or the INT8 network on ONNX Runtime (about twice as fast; its
+        own feature space, needs ``pip install 'stylesift[fast]'``).
     """
 
     def __init__(self, weights: Weights | str | os.PathLike | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                 workers: int | None = None, input_size: int = INPUT_SIZE):
+                 workers: int | None = None, input_size: int = INPUT_SIZE, precision: str = "float32"):
         self.weights = weights if isinstance(weights, Weights) else resolve(weights)
         self.batch_size = int(batch_size)
         self.workers = int(workers or os.cpu_count() or 1)
         self.input_size = input_size
-        self.fingerprint = feature_fingerprint(self.weights, input_size=input_size)
-        self._backbone: Backbone | None = None
+        self.precision = precision
+        self.fingerprint = backbone_fingerprint(self.weights, precision, input_size=input_size)
+        if precision != "float32":
+            from .fast_backbone import require_runtime
+
+            require_runtime()  # fail before any file is read, not at the first batch
+        self._backbone = None
 
     @property
-    def backbone(self) -> Backbone:
+    def backbone(self):
+        """The network (built on first use): :class:`featurizer.backbone.Backbone` or the INT8 one."""
         if self._backbone is None:
-            self._backbone = Backbone(self.weights, self.input_size)
+            self._backbone = make_backbone(self.weights, self.precision, input_size=self.input_size)
         return self._backbone
 
     def featurize(self, images: np.ndarray) -> np.ndarray:
@@ -252,9 +261,11 @@ def failure_unchanged(path: Path, failure: Failure | None) -> bool:
 
 def extract(paths: Iterable[str | os.PathLike], store: str | os.PathLike, *, label: str | None = None,
             weights: Weights | str | os.PathLike | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-            workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> ExtractReport:
+            workers: int | None = None, progress: Callable[[int, int], None] | None = None,
+            precision: str = "float32") -> ExtractReport:
     """Featurize images into ``store``; see :meth:`Featurizer.extract`."""
-    return Featurizer(weights, batch_size=batch_size, workers=workers).extract(paths, store, label=label, progress=progress)
+    return Featurizer(weights, batch_size=batch_size, workers=workers, precision=precision).extract(
+        paths, store, label=label, progress=progress)
 
 
 def _os_reason(path: Path, exc: OSError) -> str:

@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
 
 from . import featurizer_cmds  # noqa: E402,F401  (registers commands)
+from . import bench_cmd  # noqa: E402,F401  (registers commands)
 from .app import app  # noqa: E402
 
 

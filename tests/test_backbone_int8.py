@@ -1,0 +1,108 @@
+"""The ONNX export of the backbone and the INT8 backbone: same network, agreeing features, own feature space."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("onnxruntime")
+
+from featurizer.backbone import backbone_fingerprint, fingerprint_id  # noqa: E402
+from featurizer.fast_backbone import FastBackboneUnavailable, require_runtime  # noqa: E402
+from featurizer.store import FeatureSpaceMismatch  # noqa: E402
+
+pytestmark = [pytest.mark.weights, pytest.mark.slow]
+
+
+def cosine(a, b):
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """Eight uint8 224×224 RGB inputs: scikit-image photos flipped and cropped unlike the calibration set."""
+    import skimage.data as data
+
+    out = []
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        img = Image.fromarray(getattr(data, name)())
+        w, h = img.size
+        out.append(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+        out.append(img.crop((0, h // 3, w * 2 // 3, h)))
+    return np.stack([np.asarray(p.resize((224, 224), Image.Resampling.BILINEAR)) for p in out])
+
+
+@pytest.fixture(scope="module")
+def int8_featurizer(weights):
+    from featurizer.extract import Featurizer
+
+    return Featurizer(weights, batch_size=4, workers=2, precision="int8")
+
+
+def test_onnx_export_computes_the_keras_network(featurizer, photos):
+    import onnxruntime as ort
+
+    from featurizer.onnx_export import export_resnet
+
+    model = export_resnet(featurizer.backbone.model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": photos[:4]})[0]
+    want = featurizer.featurize(photos[:4])
+    assert got.shape == want.shape == (4, 2048)
+    # Preprocessing, BGR flip, batch-norm and padding folding change nothing but float rounding.
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+
+
+def test_exporter_refuses_layers_it_does_not_know():
+    import keras
+
+    from featurizer.onnx_export import UnsupportedLayer, export_resnet
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.Activation("sigmoid")(x)
+    with pytest.raises(UnsupportedLayer, match="sigmoid"):
+        export_resnet(keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x)), input_size=8)
+
+
+def test_int8_features_agree_with_float32(featurizer, int8_featurizer, photos):
+    want = featurizer.featurize(photos)
+    got = int8_featurizer.featurize(photos)
+    assert got.dtype == np.float32 and got.shape == (len(photos), 2048)
+    assert cosine(want, got).min() >= 0.99
+    assert not np.array_equal(got, want)  # really another network, not the float32 one
+
+
+def test_int8_is_its_own_feature_space(tmp_path, weights, featurizer, int8_featurizer, pictures):
+    fp32, int8 = backbone_fingerprint(weights, "float32"), backbone_fingerprint(weights, "int8")
+    assert int8["precision"] == "int8" and int8["weights_sha256"] == fp32["weights_sha256"]
+    assert fingerprint_id(int8) != fingerprint_id(fp32)
+    assert int8_featurizer.fingerprint == int8 and int8_featurizer.backbone.fingerprint == int8
+
+    featurizer.extract(pictures[:2], tmp_path / "float32.h5")
+    with pytest.raises(FeatureSpaceMismatch, match="precision"):
+        int8_featurizer.extract(pictures[2:4], tmp_path / "float32.h5")
+
+
+def test_extract_cli_with_precision_int8(tmp_path, pictures, int8_featurizer):
+    from typer.testing import CliRunner
+
+    from scripts.cli import app
+
+    int8_featurizer.backbone  # the quantized network is built (and cached) once per machine
+    store = tmp_path / "int8.h5"
+    result = CliRunner().invoke(app, ["extract", *map(str, pictures[:3]), "--store", str(store), "--precision", "int8", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["new"] == 3
+    info = CliRunner().invoke(app, ["info", str(store), "--json"])
+    assert json.loads(info.stdout)["fingerprint"]["precision"] == "int8"
+
+
+def test_missing_runtime_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    with pytest.raises(FastBackboneUnavailable, match=r"stylesift\[fast\]"):
+        require_runtime()
