@@ -1,0 +1,139 @@
+"""Score images with a model bundle: the one place where a bundle meets the featurizer.
+
+New images are featurized into a feature store first, so scoring the same stream twice (or scoring
+images that were extracted for training) costs a file hash per image and no network call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .bundle import Bundle, BundleError, check_fingerprint, read_header
+
+DEFAULT_STORE = Path("artifacts/features.h5")
+
+
+@dataclass
+class ScoreResult:
+    """Rows of one scoring run.
+
+    ``rows``: one dict per scored image, in path order: ``path``, ``sha256``, ``score`` (higher =
+    more like the positives) and ``selected``. ``failed``: ``{"path", "error"}`` for each file that
+    could not be featurized. ``selection`` says how ``selected`` was decided.
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    selection: dict = field(default_factory=dict)
+    interrupted: bool = False
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "failed": self.failed, "selection": self.selection, "interrupted": self.interrupted}
+
+
+def select(scores: np.ndarray, *, threshold: float | None = None, top_k: int | None = None,
+           top_fraction: float | None = None) -> tuple[np.ndarray, dict]:
+    """Which of ``scores`` (shape ``(n,)``) are selected: at most one rule, else ``threshold``.
+
+    ``top_k``: the k highest; ``top_fraction``: the highest ``ceil(fraction * n)``. Ties at the cut
+    keep the earlier row, so exactly that many are selected.
+    """
+    given = [x is not None for x in (top_k, top_fraction)]
+    if sum(given) > 1 or (any(given) and threshold is not None):
+        raise ValueError("choose one of threshold, top_k and top_fraction")
+    if top_fraction is not None and not 0 <= top_fraction <= 1:
+        raise ValueError(f"top_fraction must be between 0 and 1, not {top_fraction}")
+    if top_k is not None and top_k < 0:
+        raise ValueError(f"top_k must not be negative, not {top_k}")
+    if top_k is None and top_fraction is None:
+        return scores >= threshold, {"rule": "threshold", "threshold": float(threshold)}
+    k = top_k if top_k is not None else math.ceil(top_fraction * len(scores))
+    chosen = np.zeros(len(scores), bool)
+    chosen[np.argsort(-scores, kind="stable")[:k]] = True
+    rule = {"rule": "top_k", "k": int(k)} if top_k is not None else {"rule": "top_fraction", "fraction": top_fraction, "k": int(k)}
+    return chosen, rule
+
+
+class Predictor:
+    """A bundle, a featurizer and a feature store, ready to score image files.
+
+    Parameters
+    ----------
+    bundle : Bundle
+    store : path
+        Feature store new images are featurized into (created if missing); it must hold the
+        bundle's feature space.
+    featurizer : featurizer.extract.Featurizer, optional
+        Built from ``weights`` when not given; its fingerprint must be the bundle's.
+    weights : path, optional
+        Explicit weights file for the featurizer.
+    """
+
+    def __init__(self, bundle: Bundle, store=DEFAULT_STORE, *, featurizer=None, weights=None):
+        from featurizer.extract import Featurizer
+
+        self.bundle = bundle
+        self.store = Path(store)
+        self.featurizer = featurizer if featurizer is not None else Featurizer(weights)
+        check_fingerprint(bundle.header(b""), self.featurizer.fingerprint, "model bundle")
+
+    @classmethod
+    def load(cls, model, store=DEFAULT_STORE, *, weights=None, featurizer=None) -> "Predictor":
+        """Load the bundle at ``model`` after checking it against this featurizer and ``store``.
+
+        The bundle's checksum, feature-space fingerprint (against the featurizer's and, when it
+        exists, the store's) and library versions are all checked before anything is unpickled.
+        """
+        from featurizer.extract import Featurizer
+        from featurizer.store import FeatureStore
+
+        header = read_header(model)
+        featurizer = featurizer if featurizer is not None else Featurizer(weights)
+        check_fingerprint(header, featurizer.fingerprint, model)
+        store = Path(store)
+        if store.exists():
+            fp = FeatureStore(store).fingerprint
+            if fp is not None:
+                try:
+                    check_fingerprint(header, fp, model)
+                except BundleError as exc:
+                    raise BundleError(f"{exc} (the feature store {store} holds another feature space; pass --store "
+                                      "with a store of the model's feature space)") from None
+        bundle = Bundle.load(model, fingerprint=featurizer.fingerprint)
+        return cls(bundle, store, featurizer=featurizer)
+
+    def score(self, paths: Iterable[str | os.PathLike], *, threshold: float | None = None, top_k: int | None = None,
+              top_fraction: float | None = None, progress: Callable[[int, int], None] | None = None) -> ScoreResult:
+        """Featurize (through the store) and score image files and folders.
+
+        Selection: ``threshold`` (default: the bundle's), or the ``top_k`` / ``top_fraction``
+        highest scores of this run.
+        """
+        from featurizer.store import FeatureStore
+
+        report = self.featurizer.extract(paths, self.store, progress=progress)
+        st = FeatureStore(self.store)
+        check_fingerprint(self.bundle.header(b""), st.fingerprint or self.featurizer.fingerprint, self.store)
+        items = list(report.sha256_by_path.items())
+        rows = np.array([st.row_of(sha) for _, sha in items], dtype=np.int64)
+        scores = self.bundle.score(st.features(rows)) if len(rows) else np.zeros(0)
+        if threshold is None and top_k is None and top_fraction is None:
+            threshold = self.bundle.threshold
+        chosen, selection = select(scores, threshold=threshold, top_k=top_k, top_fraction=top_fraction)
+        result = ScoreResult(selection=selection, interrupted=report.interrupted,
+                             failed=[{"path": f["path"], "error": f["error"]} for f in report.failed])
+        result.rows = [{"path": p, "sha256": sha, "score": float(s), "selected": bool(c)}
+                       for (p, sha), s, c in zip(items, scores, chosen)]
+        return result

@@ -1,0 +1,222 @@
+"""Commands over stored features and model bundles: compare, train, tune, score."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, app, err, fail, print_json, progress_bar
+
+DEFAULT_STORE = Path("artifacts/features.h5")
+StoreOption = typer.Option(DEFAULT_STORE, "--store", help="HDF5 feature store with labelled rows (read only).")
+PositiveOption = typer.Option(..., "--positive", help="Store label of the images to find (the style).")
+RecallOption = typer.Option(0.9, "--target-recall", min=0.01, max=0.99,
+                            help="One-class methods: share of held-out positives kept above the threshold.")
+JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+def _user_errors():
+    from classifiers.bundle import BundleError
+    from classifiers.train import TrainingError
+    from featurizer.store import StoreError
+
+    return (BundleError, TrainingError, StoreError, ValueError)
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    Console(width=max(100, os.get_terminal_size(0).columns if os.isatty(0) else 120)).print(table)
+
+
+@app.command()
+def compare(
+    store: Path = StoreOption,
+    positive: str = PositiveOption,
+    negative: str = typer.Option(..., "--negative", help="Store label of the images to leave out."),
+    folds: int = typer.Option(5, "--folds", min=2, help="Stratified folds, identical for every method."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset of methods (default: all)."),
+    target_recall: float = RecallOption,
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for roc.png and precision-recall.png."),
+    json_out: bool = JsonOption,
+):
+    """Run every method on the same folds: accuracy, ROC AUC, average precision, precision@5%, fit time."""
+    from classifiers.compare import compare as run_compare
+    from classifiers.train import load_labelled
+
+    try:
+        data = load_labelled(store, positive, negative)
+        with progress_bar("comparing (method × fold)", enabled=not json_out) as bar:
+            result = run_compare(data.X, data.positive, folds=folds, target_recall=target_recall, progress=bar,
+                                 methods=[m.strip() for m in methods.split(",")] if methods else None)
+    except _user_errors() as exc:
+        raise fail(str(exc))
+    out = result.to_dict()
+    out.update(store=str(store), positive=positive, negative=negative)
+    if plots:
+        from classifiers.plots import save_comparison_plots
+
+        out["plots"] = [str(p) for p in save_comparison_plots(result, plots, f"{store.name}: {positive} vs {negative}")]
+    if json_out:
+        print_json(out)
+        return
+    rows = []
+    for name, s in out["methods"].items():
+        sd = s["std"]
+        rows.append([name, f"{s['accuracy']:.4f} ± {sd['accuracy']:.4f}", f"{s['roc_auc']:.4f} ± {sd['roc_auc']:.4f}",
+                     f"{s['average_precision']:.4f}", f"{s['precision_at_5pct']:.3f}", f"{s['recall']:.3f}",
+                     f"{s['specificity']:.3f}", f"{s['fit_seconds']:.2f}"])
+    _table(f"{store}: {out['positives']} {positive} vs {out['negatives']} {negative}, {out['folds']} folds "
+           f"(mean ± std; accuracy, recall, specificity at each method's own threshold)",
+           ["method", "accuracy", "ROC AUC", "avg precision", "precision@5%", "recall", "specificity", "fit s"], rows)
+    for p in out.get("plots", []):
+        typer.echo(f"plot: {p}")
+
+
+@app.command()
+def train(
+    store: Path = StoreOption,
+    positive: str = PositiveOption,
+    negative: Optional[str] = typer.Option(None, "--negative", help="Store label of counter-examples (needed by two-class and head)."),
+    method: str = typer.Option("two-class", "--method",
+                               help="two-class | one-class | head | nearest-positives | two-class-default | one-class-default"),
+    out: Path = typer.Option(..., "--out", help="Model bundle to write, e.g. artifacts/model.joblib."),
+    target_recall: float = RecallOption,
+    json_out: bool = JsonOption,
+):
+    """Train a model from the store's labelled features and save it as one bundle file."""
+    from classifiers.train import train as run_train
+
+    try:
+        with err.status(f"training {method}"):
+            bundle = run_train(store, positive, negative, method, target_recall=target_recall)
+        bundle.save(out)
+    except _user_errors() as exc:
+        raise fail(str(exc))
+    s = bundle.summary
+    if json_out:
+        print_json({"model": str(out), "threshold": bundle.threshold, "fingerprint_id": bundle.fingerprint_id, **s})
+        return
+    typer.echo(f"{out}: {method} on {s['positives']} {positive}" + (f" / {s['negatives']} {negative}" if negative else "")
+               + f" ({s['fit_on']}), fit in {s['fit_seconds']:.2f} s")
+    typer.echo("parameters: " + ", ".join(f"{k.split('__')[-1]}={v}" for k, v in s["params"].items()))
+    if "cv" in s:
+        typer.echo("search: " + ", ".join(f"{k} {v}" for k, v in s["cv"].items()) + f" ({s['search']['folds']}-fold CV)")
+    if "validation" in s:
+        v = s["validation"]
+        auc = f"ROC AUC {v['roc_auc']:.4f}, " if v["roc_auc"] is not None else ""
+        typer.echo(f"held-out validation: {auc}recall {v['recall']:.3f} at the threshold (target {v['target_recall']})")
+    typer.echo(f"threshold: {bundle.threshold:.6g}")
+    for note in s["notes"]:
+        err.print(f"note: {note}", highlight=False)
+
+
+@app.command()
+def tune(
+    store: Path = StoreOption,
+    positive: str = PositiveOption,
+    negative: Optional[str] = typer.Option(None, "--negative", help="Store label of counter-examples, used only to validate."),
+    target_recall: float = RecallOption,
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG with validation ROC and precision-recall curves and the grid."),
+    json_out: bool = JsonOption,
+):
+    """The one-class SVM search alone: gamma × nu × preprocessing, ranked by validation ROC AUC."""
+    from classifiers.train import tune as run_tune
+
+    try:
+        with err.status("searching gamma × nu (fits on positives only)"):
+            result = run_tune(store, positive, negative, target_recall=target_recall)
+    except _user_errors() as exc:
+        raise fail(str(exc))
+    out = result.to_dict()
+    if plot:
+        from classifiers.plots import save_tune_plot
+
+        out["plot"] = str(save_tune_plot(result, plot, f"{store.name}: {positive}" + (f" vs {negative}" if negative else "")))
+    if json_out:
+        print_json(out)
+        return
+    if out["candidates"]:
+        best = result.tuned.search_["best"]
+        rows = [[("★ " if i == best else "") + str(i), c["params"]["normalize"], c["params"]["pca"], f"{c['params']['gamma']:g}",
+                 f"{c['params']['nu']:g}", f"{c['roc_auc']:.4f} ± {c['roc_auc_std']:.4f}"]
+                for i, c in enumerate(out["candidates"])]
+        _table(f"one-class grid ({out['folds']} folds; row 0 = article default)",
+               ["#", "normalize", "pca", "gamma", "nu", "ROC AUC"], rows)
+    b, v, d = out["best"], out["validation"], out["article_default"]
+    typer.echo("winner: " + ", ".join(f"{k.split('__')[-1]}={val}" for k, val in b.items())
+               + (f"; validation ROC AUC {v['roc_auc']:.4f}" if v["roc_auc"] is not None else ""))
+    typer.echo(f"threshold {out['threshold']:.6g}: recall {v['recall']:.3f} on held-out positives (target {target_recall})")
+    if d["roc_auc"] is not None:
+        typer.echo(f"article default (PCA 512 whitened, gamma 0.011, nu 0.08): validation ROC AUC {d['roc_auc']:.4f}")
+    for note in out["notes"]:
+        err.print(f"note: {note}", highlight=False)
+    if plot:
+        typer.echo(f"plot: {out['plot']}")
+
+
+@app.command()
+def score(
+    model: Path = typer.Argument(..., help="Model bundle written by `stylesift train`."),
+    paths: List[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Feature store new images are featurized into (cache)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Select scores ≥ T (default: the model's threshold)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=0, help="Select the K highest scores."),
+    top_fraction: Optional[float] = typer.Option(None, "--top-fraction", min=0.0, max=1.0, help="Select the highest fraction F."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV: path, sha256, score, selected, error."),
+    weights_file: Optional[Path] = typer.Option(None, "--weights", help="Explicit ResNet50 weights file."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON list of {path, sha256, score, selected} on stdout."),
+):
+    """Score images with a model: one row per image (higher score = more like the positives)."""
+    from classifiers.predict import Predictor
+    from featurizer.weights import WeightsNotFound
+
+    if sum(x is not None for x in (threshold, top_k, top_fraction)) > 1:
+        raise fail("choose one of --threshold, --top-k and --top-fraction", EXIT_USAGE)
+    try:
+        predictor = Predictor.load(model, store, weights=weights_file)
+        with progress_bar("scoring", enabled=not json_out) as bar:
+            result = predictor.score(paths, threshold=threshold, top_k=top_k, top_fraction=top_fraction, progress=bar)
+    except (WeightsNotFound, *_user_errors()) as exc:
+        raise fail(str(exc))
+    if out:
+        _write_csv(out, result)
+    if json_out:
+        print_json(result.rows)
+    else:
+        for r in sorted(result.rows, key=lambda r: -r["score"]):
+            typer.echo(f"{r['score']:+.4f}  {'selected' if r['selected'] else '        '}  {r['path']}")
+        rule = result.selection
+        how = f"score ≥ {rule['threshold']:.6g}" if rule["rule"] == "threshold" else f"top {rule['k']}"
+        typer.echo(f"{sum(r['selected'] for r in result.rows)} of {len(result.rows)} selected ({how})"
+                   + (f"; {len(result.failed)} failed" if result.failed else "") + (f"; written to {out}" if out else ""))
+    for f in result.failed:
+        err.print(f"  failed: {f['error']}", highlight=False, soft_wrap=True)
+    if result.interrupted:
+        err.print("interrupted: the images featurized so far are cached in the store; run again to finish.")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if result.failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _write_csv(path: Path, result) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "sha256", "score", "selected", "error"])
+        for r in result.rows:
+            w.writerow([r["path"], r["sha256"], repr(r["score"]), int(r["selected"]), ""])
+        for f in result.failed:
+            w.writerow([f["path"], "", "", "", f["error"]])
+    os.replace(tmp, path)
