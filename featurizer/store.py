@@ -330,11 +330,14 @@ class FeatureStore:
 
     def _remove_leftovers(self) -> None:
         """Delete what killed writers left behind; safe because we hold the lock."""
-        for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-        if self.journal_dir.is_dir():
-            for tmp in self.journal_dir.glob(".*.tmp"):
+        # Matched by prefix and suffix, not glob: a store's name may contain glob characters.
+        for tmp in self.path.parent.iterdir():
+            if tmp.name.startswith(f".{self.path.name}.") and tmp.name.endswith(".tmp"):
                 tmp.unlink(missing_ok=True)
+        if self.journal_dir.is_dir():
+            for tmp in self.journal_dir.iterdir():
+                if tmp.name.startswith(".") and tmp.name.endswith(".tmp"):
+                    tmp.unlink(missing_ok=True)
 
     def _require_writer(self) -> None:
         if self.mode != "a" or self._lock is None:

@@ -186,13 +186,14 @@ def test_a_second_writer_waits_or_fails_clearly(tmp_path, caplog):
     assert busy.returncode == 7
     assert "another process is writing this store" in busy.stdout and "s.h5.lock" in busy.stdout
     waiting = subprocess.Popen(contender + ["-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
-    assert waiting.poll() is None  # still waiting for the first writer
+    notice = waiting.stderr.readline()  # the user learns why nothing happens ...
+    assert "another process is writing this store; waiting for it to finish" in notice
+    time.sleep(0.5)
+    assert waiting.poll() is None  # ... and it really waits for the first writer
     add(first, range(3))
     first.close()
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0 and "got the lock" in out
-    assert "waiting for it to finish" in err  # the user learns why nothing happens
     assert assert_rows_true(path) == 3
 
 
