@@ -27,6 +27,12 @@ def _operating_point(positive: np.ndarray, selected: np.ndarray) -> tuple[float,
     return float(fpr), float(recall), float(precision)
 
 
+def _style(i: int) -> dict:
+    # Explicit colours: the threshold markers would otherwise take every other colour of the cycle, so
+    # curves 0 and 5 shared one. Dashes keep curves that coincide (perfect ones do) visible.
+    return {"color": f"C{i % 10}", "linestyle": ("-", "--", "-.", (0, (1, 1)))[i % 4]}
+
+
 def draw_roc(ax, curves: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
     """ROC curves on ``ax``; each curve is ``(name, positive, scores, selected)`` with arrays of shape ``(n,)``.
 
@@ -34,7 +40,8 @@ def draw_roc(ax, curves: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]
     """
     for i, (name, positive, scores, selected) in enumerate(curves):
         fpr, tpr, _ = roc_curve(positive, scores)
-        line, = ax.plot(fpr, tpr, lw=1.8, label=f"{name} (AUC {roc_auc_score(positive, scores):.3f})", zorder=3 + i)
+        line, = ax.plot(fpr, tpr, lw=1.8, label=f"{name} (AUC {roc_auc_score(positive, scores):.3f})", zorder=3 + i,
+                        **_style(i))
         x, y, _ = _operating_point(positive, selected)
         ax.plot([x], [y], "o", ms=8, mfc="white", mec=line.get_color(), mew=2, zorder=10 + i)
     ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="chance")
@@ -49,7 +56,7 @@ def draw_pr(ax, curves: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
     base = None
     for i, (name, positive, scores, selected) in enumerate(curves):
         precision, recall, _ = precision_recall_curve(positive, scores)
-        line, = ax.plot(recall, precision, lw=1.8, zorder=3 + i,
+        line, = ax.plot(recall, precision, lw=1.8, zorder=3 + i, **_style(i),
                         label=f"{name} (AP {average_precision_score(positive, scores):.3f})")
         _, r, p = _operating_point(positive, selected)
         ax.plot([r], [p], "o", ms=8, mfc="white", mec=line.get_color(), mew=2, zorder=10 + i)
