@@ -449,8 +449,8 @@ class _Worker:
             self.backbone = None
 
     def info(self) -> dict:
-        """Where this worker runs, whether it refused or failed to start, and its package versions."""
-        return {"node": self.node, "pid": os.getpid(), "refused": self.refused,
+        """Where this worker runs, whether it refused or failed to start, its package versions and CPU time."""
+        return {"node": self.node, "pid": os.getpid(), "refused": self.refused, "cpu_seconds": time.process_time(),
                 "error": f"Ray worker on {self.error}" if self.error else None,
                 "fingerprint_id": fingerprint_id(self.fingerprint) if self.fingerprint else None,
                 "versions": _versions()}
