@@ -174,6 +174,30 @@ def write_report(out: str | os.PathLike, rows: Iterable[Mapping], *, failures: I
     return summary
 
 
+def write_score_report(out: str | os.PathLike, result, bundle, store, *, model: str | os.PathLike | None = None,
+                       **kwargs) -> ReportSummary:
+    """The contact sheet of one scoring run: ``result`` from :meth:`classifiers.predict.Predictor.score`.
+
+    ``bundle`` gives the method, threshold and the training positives' store ids, ``store`` (the
+    scoring store, a path) their features and files for the evidence column. ``kwargs`` go to
+    :func:`write_report`.
+    """
+    from featurizer.store import FeatureStore
+
+    positives = np.asarray(bundle.train_sha256)[np.asarray(bundle.train_labels) == bundle.positive_label]
+    st = FeatureStore(store) if len(positives) and Path(store).exists() else None
+    rule = result.selection or {}
+    if rule.get("rule") == "threshold":
+        threshold, how = rule["threshold"], f"score ≥ {rule['threshold']:.4g}"
+    else:
+        threshold, how = bundle.threshold, f"top {rule.get('k')}" + (
+            f" ({rule['fraction']:.1%})" if rule.get("rule") == "top_fraction" else "")
+    labels = f"{bundle.positive_label} vs {bundle.negative_label}" if bundle.negative_label else f"{bundle.positive_label} only"
+    extra = {"selection": how, "trained on": f"{labels} ({len(positives)} positives)", **kwargs.pop("extra", {})}
+    return write_report(out, result.rows, failures=result.failed, method=bundle.method, threshold=threshold,
+                        model=model, store=st, positive_sha256=positives, extra=extra, **kwargs)
+
+
 # ----------------------------------------------------------------------------- internals
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)

@@ -174,6 +174,7 @@ def score(
     top_k: Optional[int] = typer.Option(None, "--top-k", min=0, help="Select the K highest scores."),
     top_fraction: Optional[float] = typer.Option(None, "--top-fraction", min=0.0, max=1.0, help="Select the highest fraction F."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV: path, sha256, score, selected, error."),
+    report: Optional[Path] = typer.Option(None, "--report", help="HTML contact sheet: picks with thumbnails, borderline band, failures."),
     weights_file: Optional[Path] = typer.Option(None, "--weights", help="Explicit ResNet50 weights file."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list of {path, sha256, score, selected} on stdout."),
 ):
@@ -191,6 +192,12 @@ def score(
         raise fail(str(exc))
     if out:
         _write_csv(out, result)
+    if report:
+        from review.report import write_score_report
+
+        sheet = write_score_report(report, result, predictor.bundle, store, model=model)
+        err.print(f"report: {sheet.path} ({sheet.selected} selected, {sheet.borderline} borderline, {sheet.failed} failed)",
+                  highlight=False, soft_wrap=True)
     if json_out:
         print_json(result.rows)
     else:

@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 from . import featurizer_cmds  # noqa: E402,F401  (registers commands)
 from . import bench_cmd  # noqa: E402,F401  (registers commands)
 from . import classifier_cmds  # noqa: E402,F401  (registers commands)
+from . import review_cmds  # noqa: E402,F401  (registers commands)
 from .app import app  # noqa: E402
 
 
