@@ -90,7 +90,7 @@ def run_demo(root: str | os.PathLike = DEFAULT_ROOT, *, n_train: int = 40, n_new
         say(f"{message} ({steps[name]:.1f} s)")
 
     images = make_demo_set(root / "images", n_train=n_train, n_new=n_new, seed=seed)
-    step("images", f"wrote {len(images.train_quality)} quality photos (crops of {len(images.sources) - 3} "
+    step("images", f"wrote {len(images.train_quality)} quality photos (crops of {len(images.train_photos)} "
                    f"photos shipped with installed packages) and {len(images.train_ordinary)} rendered snapshots "
                    f"to {root / 'images'}")
 

@@ -61,6 +61,7 @@ class DemoSet:
     new_ordinary: list[Path] = field(default_factory=list)
     new_broken: list[Path] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # photo name -> file it was read from
+    train_photos: list[str] = field(default_factory=list)  # names of the photos cropped for training
 
     @property
     def new(self) -> list[Path]:
@@ -128,7 +129,7 @@ def make_demo_set(root: str | os.PathLike, *, n_train: int = 72, n_new: int = 24
         raise RuntimeError(f"only {len(photos)} demo photos found ({', '.join(photos) or 'none'}); "
                            "reinstall scikit-image, matplotlib and scikit-learn with their data files")
     originals = {n: _open_photo(p) for n, p in photos.items()}
-    demo = DemoSet(root, sources={n: str(p) for n, p in photos.items()})
+    demo = DemoSet(root, sources={n: str(p) for n, p in photos.items()}, train_photos=train_names)
     dirs = {k: root / k for k in ("train/quality", "train/ordinary", "new")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
