@@ -32,8 +32,8 @@ def fail(message: str, code: int = EXIT_FATAL) -> typer.Exit:
 
 
 @contextmanager
-def progress_bar(description: str, enabled: bool = True):
-    """Yield a ``callback(done, total)`` drawing a progress bar on stderr (a no-op when disabled)."""
+def progress_bar(description: str, enabled: bool = True, unit: str = "files"):
+    """Yield a ``callback(done, total)`` drawing a progress bar on stderr (a no-op when disabled); rate in ``unit``/s."""
     if not enabled:
         yield None
         return
@@ -45,7 +45,7 @@ def progress_bar(description: str, enabled: bool = True):
 
         def update(done: int, total: int) -> None:
             elapsed = bar.tasks[0].elapsed or 0
-            rate = f"{done / elapsed:.1f} files/s" if elapsed > 0 else ""
+            rate = f"{done / elapsed:.1f} {unit}/s" if elapsed > 0 else ""
             bar.update(task, completed=done, total=total, rate=rate)
 
         yield update

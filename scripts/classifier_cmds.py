@@ -56,7 +56,7 @@ def compare(
 
     try:
         data = load_labelled(store, positive, negative)
-        with progress_bar("comparing (method × fold)", enabled=not json_out) as bar:
+        with progress_bar("comparing (method × fold)", enabled=not json_out, unit="fits") as bar:
             result = run_compare(data.X, data.positive, folds=folds, target_recall=target_recall, progress=bar,
                                  methods=[m.strip() for m in methods.split(",")] if methods else None)
     except _user_errors() as exc:

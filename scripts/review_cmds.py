@@ -30,7 +30,7 @@ def demo(
 
     @contextmanager
     def bar(description):
-        with progress_bar(description) as update:
+        with progress_bar(description, unit="fits" if description.startswith("comparing") else "files") as update:
             yield update
 
     try:
