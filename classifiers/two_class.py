@@ -9,6 +9,9 @@ candidates of the search, but the default is chosen by CV, with PCA fit inside e
 
 from __future__ import annotations
 
+import tempfile
+
+import joblib
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
@@ -72,7 +75,7 @@ class TwoClassSVM(ClassifierMixin, BaseEstimator):
         True: choose among :data:`SEARCH_GRID` by ``cv``-fold stratified CV (highest mean accuracy,
         ties broken by ROC AUC), then refit the winner on all data. False: the article default.
     cv : int
-        Folds of the search.
+        Folds of the search (3 keeps it quick; capped by the smaller class).
     n_jobs : int, optional
         Parallel fits of the search (-1: all CPUs).
     max_search_samples : int
@@ -95,7 +98,7 @@ class TwoClassSVM(ClassifierMixin, BaseEstimator):
         Remarks for the user, e.g. that PCA components were capped by the number of samples.
     """
 
-    def __init__(self, search: bool = True, cv: int = 5, n_jobs: int | None = -1, max_search_samples: int = 2000,
+    def __init__(self, search: bool = True, cv: int = 3, n_jobs: int | None = -1, max_search_samples: int = 2000,
                  random_state: int = 0):
         self.search = search
         self.cv = cv
@@ -130,11 +133,15 @@ class TwoClassSVM(ClassifierMixin, BaseEstimator):
             Xs, _, ys, _ = train_test_split(X, y, train_size=self.max_search_samples, stratify=y,
                                             random_state=self.random_state)
         folds = max(2, min(int(self.cv), int(ys.sum()), int((~ys).sum())))
-        search = GridSearchCV(make_pipeline(random_state=self.random_state), _grid_for_pipeline(SEARCH_GRID),
-                              scoring={"accuracy": "accuracy", "roc_auc": "roc_auc"}, refit=False,
-                              cv=StratifiedKFold(folds, shuffle=True, random_state=self.random_state),
-                              n_jobs=self.n_jobs, error_score="raise")
-        search.fit(Xs, ys)
+        with tempfile.TemporaryDirectory(prefix="stylesift-search-") as cache:
+            # Candidates differing only in C share their fold's PCA: the cache fits it once.
+            base = make_pipeline(random_state=self.random_state)
+            base.memory = joblib.Memory(cache, verbose=0)
+            search = GridSearchCV(base, _grid_for_pipeline(SEARCH_GRID),
+                                  scoring={"accuracy": "accuracy", "roc_auc": "roc_auc"}, refit=False,
+                                  cv=StratifiedKFold(folds, shuffle=True, random_state=self.random_state),
+                                  n_jobs=self.n_jobs, error_score="raise")
+            search.fit(Xs, ys)
         best = best_candidate(search.cv_results_, ("accuracy", "roc_auc"))
         params = _readable(search.cv_results_["params"][best])
         table = candidate_table(search.cv_results_, ("accuracy", "roc_auc"), _readable)
