@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 import time
 import warnings
@@ -196,6 +197,10 @@ class RayEngine:
         """Start (or reuse) the worker actors and wait until each has loaded and checked its backbone."""
         if getattr(self, "_actors", None):
             return self._actors
+        if not (self.address or os.environ.get("RAY_ADDRESS")) and "ray" not in sys.modules:
+            # A Ray instance private to this run: keep it on loopback, as Ray does on macOS and Windows
+            # (read when ray is first imported).
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray = require_ray()
         self._init_ray(ray)
         cpus = float(ray.cluster_resources().get("CPU", 0))
@@ -251,7 +256,15 @@ class RayEngine:
 
         options = dict(log_to_driver=False, logging_level=logging.ERROR)
         if self.address or os.environ.get("RAY_ADDRESS"):
-            ray.init(address=self.address, **options)
+            address = self.address or os.environ["RAY_ADDRESS"]
+            try:
+                _check_reachable(address)  # Ray itself retries an unreachable address for minutes
+                ray.init(address=self.address, **options)
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise RayEngineError(
+                    f"cannot join the Ray cluster at {address} ({_first_line(exc)}); start it with `ray start --head` "
+                    "or pass its address (--address HOST:6379). A cluster with token authentication also needs "
+                    "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token) here.") from None
         else:
             ray.init(include_dashboard=False, **options)
             self._owns_ray = True
@@ -480,6 +493,15 @@ class _Worker:
                 images.append(item.image)
         features = self.backbone(np.stack(images)) if images else np.zeros((0, 2048), np.float32)
         return {"sha256": ok, "features": features, "errors": errors}
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Raise OSError unless ``HOST:PORT`` (or ``ray://HOST:PORT``) accepts a TCP connection; other forms pass."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "local": Ray finds the cluster itself and fails fast when there is none
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+        pass
 
 
 def _versions() -> dict[str, str | None]:

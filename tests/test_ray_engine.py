@@ -4,14 +4,18 @@ a worker killed mid-run costs nothing. One 2-CPU cluster and one pair of workers
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
-import h5py
-import numpy as np
-import pytest
-import ray
-from conftest import write_pictures
-from typer.testing import CliRunner
+# Read when ray is imported: the test cluster listens on loopback only (Ray's mode on macOS/Windows).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import ray  # noqa: E402
+from conftest import write_pictures  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
 
 from featurizer.ray_engine import RayEngine, WorkerMismatch
 from featurizer.store import FeatureStore
