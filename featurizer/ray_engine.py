@@ -87,9 +87,10 @@ class RayEngine:
     cpus_per_worker : int
         CPUs each worker reserves; also its TensorFlow thread count.
     ship_weights : bool
-        Send the driver's weight file to the workers through Ray's object store (default). When False,
-        each node resolves the weights itself (the same explicit file path, else its own cache,
-        Keras or npm); the fingerprint check then guards against nodes that hold other weights.
+        Send the driver's weight file to the workers through Ray (default; a small holder actor keeps
+        it for workers that restart). When False, each node resolves the weights itself (the same
+        explicit file path, else its own cache, Keras or npm); the fingerprint check then guards
+        against nodes that hold other weights.
     runtime_env : dict, optional
         Ray runtime environment for the worker actors (e.g. ``{"env_vars": {...}}``).
     max_retries : int
