@@ -6,7 +6,8 @@ everything that goes wrong becomes an :class:`ImageError` naming the file and th
 work per file is bounded: at most ``MAX_FILE_BYTES`` are read, images of more than ``MAX_PIXELS``
 are refused before their pixels are decoded, only the first frame of an animation or multi-page
 file is decoded, and a decode still running after ``MAX_DECODE_SECONDS`` is abandoned (checked
-each time the decoder asks for more input, i.e. at least every 64 KiB of file).
+each time the decoder asks for more input: every 64 KiB for JPEG, PNG, GIF...; WebP and TIFF
+decoders take the whole file at once, so for them only the pixel limit bounds the time).
 """
 
 from __future__ import annotations
