@@ -262,8 +262,28 @@ def test_a_file_over_the_size_limit_is_refused_unread(tmp_path, monkeypatch):
     assert item.image is None and "larger than the" in item.error and item.error.startswith(str(path))
 
 
+def test_a_file_replaced_or_grown_between_stat_and_read_is_refused(tmp_path):
+    path = tmp_path / "growing.png"
+    path.write_bytes(png_bytes(Image.new("RGB", (40, 40), RED)))
+    before = os.stat(path)
+    with open(path, "ab") as fh:
+        fh.write(b"more bytes arriving")  # still being copied in
+    with pytest.raises(ImageError, match=f"{path}: file changed while being read .*tried again on the next run"):
+        I.read_image_bytes(path, before)
+    before = os.stat(path)
+    replacement = tmp_path / "new.png"
+    replacement.write_bytes(png_bytes(Image.new("RGB", (40, 40), BLUE)))
+    os.replace(replacement, path)  # same name, another file
+    with pytest.raises(ImageError, match="file changed while being read"):
+        I.read_image_bytes(path, before)
+
+
 def test_a_file_that_changes_while_it_is_read_is_refused_or_read_whole(tmp_path):
-    """A writer keeps rewriting the file in place; every read is either one whole version or refused."""
+    """A writer keeps rewriting the file in place; every read is either one whole version or refused.
+
+    A change during the read is caught by the stat check; a mix left at rest between two writes is
+    caught by PNG's own checksums (a format without them would decode such a mix as what it is).
+    """
     path = tmp_path / "changing.png"
     versions = [png_bytes(Image.new("RGB", (300, 300), c), compress_level=0) for c in (RED, BLUE)]
     decoded = {__import__("hashlib").sha256(v).hexdigest(): c for v, c in zip(versions, (RED, BLUE))}
