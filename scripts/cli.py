@@ -14,6 +14,9 @@ from .app import app  # noqa: E402
 
 
 def main() -> None:
+    from . import quiet
+
+    quiet.install()
     app()
 
 
