@@ -17,7 +17,7 @@ import ray  # noqa: E402
 from conftest import write_pictures  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from featurizer.ray_engine import RayEngine, WorkerMismatch
+from featurizer.ray_engine import RayEngine, RayEngineError, WorkerMismatch
 from featurizer.store import FeatureStore
 from featurizer.weights import NOTOP_FILE, RECORD_FILE
 
@@ -132,6 +132,27 @@ def test_killing_a_worker_mid_run_loses_and_duplicates_nothing(engine, inputs, l
     assert killed and killed[0] >= 20, "the kill must come while most of the work is still ahead"
     assert ray.get(victim.info.remote())["pid"] != pid_before  # the worker really died and was restarted
     assert (report.new, report.cached, report.rows) == (29, 2, 30)
+    assert_same_store(store, local_store)
+
+
+# Last of the tests that use the shared workers: it leaves one of them dead for good.
+def test_a_batch_that_cannot_be_retried_stops_the_run_and_keeps_the_rest(engine, inputs, local_store, featurizer,
+                                                                          tmp_path):
+    store = tmp_path / "ray.h5"
+    engine.extract([inputs[0] / "pic_000.jpg"], store, label="good")  # workers up
+    victim = ray.get_actor(engine.actor_names_[1])
+    killed = []
+
+    def progress(done, total):
+        if not killed and done >= 8:
+            ray.kill(victim, no_restart=True)  # gone for good: Ray cannot retry its batches
+            killed.append(done)
+
+    with pytest.raises(RayEngineError, match="could not be featurized.*saved in"):
+        engine.extract(inputs, store, label="good", progress=progress)
+    with FeatureStore(store) as st:
+        assert 1 + 4 <= len(st) < 30  # the batches that finished are kept
+    featurizer.extract(inputs, store, label="good")  # the same command again (in local mode: the workers are gone)
     assert_same_store(store, local_store)
 
 
