@@ -55,6 +55,7 @@ class Comparison:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     selected: dict[str, np.ndarray] = field(default_factory=dict)
     descriptions: dict[str, str] = field(default_factory=dict)
+    test_folds: list[np.ndarray] = field(default_factory=list)
     n_folds: int = 0
     seconds: float = 0.0
 
@@ -101,7 +102,7 @@ def compare(X, y, *, folds: int = 5, methods: Sequence[str] | None = None, targe
     names = list(methods or METHODS)
     chosen = [get_method(n) for n in names]
     splits = outer_splits(positive, folds, random_state)
-    result = Comparison(positive=positive, n_folds=len(splits))
+    result = Comparison(positive=positive, n_folds=len(splits), test_folds=[test for _, test in splits])
     for m in chosen:
         result.folds[m.name], result.descriptions[m.name] = [], m.description
         result.scores[m.name] = np.full(len(X), np.nan)

@@ -185,7 +185,8 @@ class OneClassSVMModel(BaseEstimator):
         Candidates with mean/std validation ROC AUC, the chosen index, folds, rows.
     validation_ : dict
         Out-of-fold scores of the chosen setup: ``scores`` and ``positive`` arrays of shape
-        ``(n_samples,)`` over the rows given to ``fit``, ``roc_auc`` (None without negatives) and the
+        ``(n_samples,)`` over the rows given to ``fit``, ``folds`` (each fold's held-out row
+        indices), ``roc_auc`` (None without negatives) and the
         recall on held-out positives reached at :attr:`threshold_`.
     notes_ : list of str
     """
@@ -231,8 +232,9 @@ class OneClassSVMModel(BaseEstimator):
         else:
             self.threshold_ = self.pipeline_.named_steps["svm"].boundary_  # the article's: the SVM's own boundary
         self.validation_ = {
-            "scores": scores, "positive": positive,
-            "roc_auc": float(roc_auc_score(positive, scores)) if (~positive).any() else None,
+            "scores": scores, "positive": positive, "folds": [test for _, test in splits],
+            "roc_auc": float(np.mean([roc_auc_score(positive[t], scores[t]) for _, t in splits]))
+            if (~positive).any() else None,
             "recall": float(np.mean(held_out_pos >= self.threshold_)),
         }
         pca = self.pipeline_.named_steps["pca"]

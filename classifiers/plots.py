@@ -27,44 +27,53 @@ def _operating_point(positive: np.ndarray, selected: np.ndarray) -> tuple[float,
     return float(fpr), float(recall), float(precision)
 
 
-def _style(i: int) -> dict:
-    # Explicit colours: the threshold markers would otherwise take every other colour of the cycle, so
-    # curves 0 and 5 shared one. Dashes keep curves that coincide (perfect ones do) visible.
-    return {"color": f"C{i % 10}", "linestyle": ("-", "--", "-.", (0, (1, 1)))[i % 4]}
+# A curve is (name, folds) with folds a list of (positive, scores, selected) arrays of one test
+# split each. Scores of different fold models need not share a scale (each fold may pick other
+# hyperparameters), so curves are averaged over folds rather than drawn from pooled scores.
+GRID = np.linspace(0, 1, 201)
 
 
-def draw_roc(ax, curves: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
-    """ROC curves on ``ax``; each curve is ``(name, positive, scores, selected)`` with arrays of shape ``(n,)``.
-
-    The operating point of each method's own threshold (its ``selected``) is marked on its curve.
-    """
-    for i, (name, positive, scores, selected) in enumerate(curves):
-        fpr, tpr, _ = roc_curve(positive, scores)
-        line, = ax.plot(fpr, tpr, lw=1.8, label=f"{name} (AUC {roc_auc_score(positive, scores):.3f})", zorder=3 + i,
-                        **_style(i))
-        x, y, _ = _operating_point(positive, selected)
+def draw_roc(ax, curves) -> None:
+    """Fold-averaged ROC curves on ``ax``, with each method's own threshold marked (mean over folds)."""
+    for i, (name, folds) in enumerate(curves):
+        tprs, aucs, points = [], [], []
+        for positive, scores, selected in folds:
+            fpr, tpr, _ = roc_curve(positive, scores)
+            tprs.append(np.interp(GRID, fpr, tpr))
+            aucs.append(roc_auc_score(positive, scores))
+            points.append(_operating_point(positive, selected)[:2])
+        mean = np.mean(tprs, axis=0)
+        mean[0] = 0.0
+        line, = ax.plot(GRID, mean, lw=1.8, label=f"{name} (AUC {np.mean(aucs):.3f})", zorder=3 + i)
+        x, y = np.mean(points, axis=0)
         ax.plot([x], [y], "o", ms=8, mfc="white", mec=line.get_color(), mew=2, zorder=10 + i)
     ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="chance")
-    ax.set(xlabel="false positive rate (negatives selected)", ylabel="true positive rate (recall)",
-           title="ROC  (○ = each method's threshold)", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
+    ax.set(xlabel="false positive rate (share of negatives selected)", ylabel="true positive rate (recall)",
+           title="ROC  (○ = each method's own threshold)", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
 
 
-def draw_pr(ax, curves: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
-    """Precision-recall curves on ``ax`` with each method's threshold marked; curves as in :func:`draw_roc`."""
+def draw_pr(ax, curves) -> None:
+    """Fold-averaged precision-recall curves (interpolated precision) with each method's threshold marked."""
     base = None
-    for i, (name, positive, scores, selected) in enumerate(curves):
-        precision, recall, _ = precision_recall_curve(positive, scores)
-        line, = ax.plot(recall, precision, lw=1.8, zorder=3 + i, **_style(i),
-                        label=f"{name} (AP {average_precision_score(positive, scores):.3f})")
-        _, r, p = _operating_point(positive, selected)
+    for i, (name, folds) in enumerate(curves):
+        precs, aps, points = [], [], []
+        for positive, scores, selected in folds:
+            precision, recall, _ = precision_recall_curve(positive, scores)
+            # Interpolated precision: the best precision at this recall or more (monotone, standard).
+            best = np.maximum.accumulate(precision[np.argsort(recall)][::-1])[::-1]
+            precs.append(np.interp(GRID, np.sort(recall), best))
+            aps.append(average_precision_score(positive, scores))
+            points.append(_operating_point(positive, selected)[1:])
+            base = float(np.mean(positive))
+        line, = ax.plot(GRID, np.mean(precs, axis=0), lw=1.8, zorder=3 + i, label=f"{name} (AP {np.mean(aps):.3f})")
+        r, p = np.mean(points, axis=0)
         ax.plot([r], [p], "o", ms=8, mfc="white", mec=line.get_color(), mew=2, zorder=10 + i)
-        base = float(np.mean(positive))
     if base is not None:
         ax.axhline(base, ls=":", color="grey", lw=1, label=f"chance ({base:.2f})")
-    ax.set(xlabel="recall (positives selected)", ylabel="precision (selected that are positives)",
-           title="Precision-recall  (○ = each method's threshold)", xlim=(-0.01, 1.01), ylim=(0, 1.02))
+    ax.set(xlabel="recall (share of positives selected)", ylabel="precision (share of selected that are positives)",
+           title="Precision-recall  (○ = each method's own threshold)", xlim=(-0.01, 1.01), ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
 
@@ -72,13 +81,15 @@ def draw_pr(ax, curves: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
 def save_comparison_plots(comparison, folder, title: str = "") -> list[Path]:
     """Write ``roc.png`` and ``precision-recall.png`` of a :class:`~classifiers.compare.Comparison` into ``folder``.
 
-    Curves use each method's out-of-fold scores pooled over the folds.
+    Curves are averaged over the folds (each fold's test split scored by that fold's model).
     """
     plt = _pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    curves = [(name, comparison.positive, comparison.scores[name], comparison.selected[name]) for name in comparison.folds]
-    suffix = f"{comparison.n_folds}-fold out-of-fold scores, {int(comparison.positive.sum())} positives / " \
+    pos = comparison.positive
+    curves = [(name, [(pos[t], comparison.scores[name][t], comparison.selected[name][t]) for t in comparison.test_folds])
+              for name in comparison.folds]
+    suffix = f"mean over {comparison.n_folds} stratified folds, {int(pos.sum())} positives / " \
              f"{int((~comparison.positive).sum())} negatives"
     written = []
     for fname, draw in (("roc.png", draw_roc), ("precision-recall.png", draw_pr)):
@@ -101,7 +112,7 @@ def save_tune_plot(result, path, title: str = "") -> Path:
     curves = []
     for name, model in (("tuned", result.tuned), ("article default", result.default)):
         v = model.validation_
-        curves.append((name, v["positive"], v["scores"], v["scores"] >= model.threshold_))
+        curves.append((name, [(v["positive"][t], v["scores"][t], v["scores"][t] >= model.threshold_) for t in v["folds"]]))
     has_negatives = bool((~result.data.positive).any())
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.6), dpi=100)
     if has_negatives:

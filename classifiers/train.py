@@ -106,7 +106,7 @@ class TuneResult:
     def to_dict(self) -> dict:
         s = self.tuned.search_ or {}
         return {"best": self.tuned.best_params_, "threshold": self.tuned.threshold_,
-                "validation": {k: v for k, v in self.tuned.validation_.items() if k not in ("scores", "positive")},
+                "validation": {k: v for k, v in self.tuned.validation_.items() if k not in ("scores", "positive", "folds")},
                 "article_default": {"params": self.default.best_params_,
                                     "roc_auc": self.default.validation_["roc_auc"],
                                     "threshold": self.default.threshold_},
