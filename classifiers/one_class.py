@@ -171,6 +171,9 @@ class OneClassSVMModel(BaseEstimator):
         Folds for the search and for the held-out positive scores.
     n_jobs : int, optional
         Parallel fits of the search (-1: all CPUs).
+    max_search_samples : int
+        Search and held-out scores use a stratified subsample of at most this many rows; the final
+        model is fit on all positives (its scores are comparable, see :class:`ScaledOneClassSVM`).
     random_state : int
 
     Attributes
@@ -185,18 +188,19 @@ class OneClassSVMModel(BaseEstimator):
         Candidates with mean/std validation ROC AUC, the chosen index, folds, rows.
     validation_ : dict
         Out-of-fold scores of the chosen setup: ``scores`` and ``positive`` arrays of shape
-        ``(n_samples,)`` over the rows given to ``fit``, ``folds`` (each fold's held-out row
+        ``(n_validated,)`` over the rows validated (all, or the search subsample), ``folds`` (each fold's held-out row
         indices), ``roc_auc`` (None without negatives) and the
         recall on held-out positives reached at :attr:`threshold_`.
     notes_ : list of str
     """
 
     def __init__(self, search: bool = True, target_recall: float = 0.9, cv: int = 3, n_jobs: int | None = -1,
-                 random_state: int = 0):
+                 max_search_samples: int = 2000, random_state: int = 0):
         self.search = search
         self.target_recall = target_recall
         self.cv = cv
         self.n_jobs = n_jobs
+        self.max_search_samples = max_search_samples
         self.random_state = random_state
 
     def fit(self, X, y=None):
@@ -212,11 +216,15 @@ class OneClassSVMModel(BaseEstimator):
         if positive.sum() < 2:
             raise ValueError(f"a one-class model needs at least 2 positive rows, got {int(positive.sum())}")
         self.notes_, self.search_ = [], None
-        splits = validation_splits(positive, self.cv, self.random_state)
+        Xs, ps = X, positive
+        if len(X) > self.max_search_samples:
+            keep = np.sort(np.random.default_rng(self.random_state).permutation(len(X))[: self.max_search_samples])
+            Xs, ps = X[keep], positive[keep]
+        splits = validation_splits(ps, self.cv, self.random_state)
         if not self.search:
             params = dict(ARTICLE_DEFAULT)
-        elif (~positive).any():
-            params, self.search_ = self._search(X, positive, splits)
+        elif (~ps).any():
+            params, self.search_ = self._search(Xs, ps, splits)
         else:
             params = dict(NO_NEGATIVES_DEFAULT)
             self.notes_.append("no negatives to tune on: default parameters "
@@ -224,17 +232,16 @@ class OneClassSVMModel(BaseEstimator):
         self.best_params_ = params
         pipeline = make_pipeline(params["normalize"], params["pca"], params["svm__gamma"], params["svm__nu"],
                                  random_state=self.random_state)
-        scores = _held_out_scores(pipeline, X, splits, self.n_jobs)
-        held_out_pos = scores[positive]
+        scores = _held_out_scores(pipeline, Xs, splits, self.n_jobs)
+        held_out_pos = scores[ps]
         self.pipeline_ = pipeline.fit(X[positive])
         if self.search:
             self.threshold_ = float(np.quantile(held_out_pos, 1 - self.target_recall, method="lower"))
         else:
             self.threshold_ = self.pipeline_.named_steps["svm"].boundary_  # the article's: the SVM's own boundary
         self.validation_ = {
-            "scores": scores, "positive": positive, "folds": [test for _, test in splits],
-            "roc_auc": float(np.mean([roc_auc_score(positive[t], scores[t]) for _, t in splits]))
-            if (~positive).any() else None,
+            "scores": scores, "positive": ps, "folds": [test for _, test in splits],
+            "roc_auc": float(np.mean([roc_auc_score(ps[t], scores[t]) for _, t in splits])) if (~ps).any() else None,
             "recall": float(np.mean(held_out_pos >= self.threshold_)),
         }
         pca = self.pipeline_.named_steps["pca"]
