@@ -31,6 +31,7 @@ def _operating_point(positive: np.ndarray, selected: np.ndarray) -> tuple[float,
 # split each. Scores of different fold models need not share a scale (each fold may pick other
 # hyperparameters), so curves are averaged over folds rather than drawn from pooled scores.
 GRID = np.linspace(0, 1, 201)
+STYLES = ("-", "--", "-.", (0, (1, 1)), (0, (5, 2, 1, 2)), (0, (3, 1, 1, 1, 1, 1)))  # tell overlapping curves apart
 
 
 def draw_roc(ax, curves) -> None:
@@ -44,9 +45,9 @@ def draw_roc(ax, curves) -> None:
             points.append(_operating_point(positive, selected)[:2])
         mean = np.mean(tprs, axis=0)
         mean[0] = 0.0
-        line, = ax.plot(GRID, mean, lw=1.8, label=f"{name} (AUC {np.mean(aucs):.3f})", zorder=3 + i)
+        line, = ax.plot(GRID, mean, lw=1.8, ls=STYLES[i % len(STYLES)], label=f"{name} (AUC {np.mean(aucs):.3f})", zorder=3 + i)
         x, y = np.mean(points, axis=0)
-        ax.plot([x], [y], "o", ms=8, mfc="white", mec=line.get_color(), mew=2, zorder=10 + i)
+        ax.plot([x], [y], "o", ms=8, color=line.get_color(), mfc="white", mew=2, zorder=10 + i)
     ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="chance")
     ax.set(xlabel="false positive rate (share of negatives selected)", ylabel="true positive rate (recall)",
            title="ROC  (○ = each method's own threshold)", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
@@ -67,9 +68,9 @@ def draw_pr(ax, curves) -> None:
             aps.append(average_precision_score(positive, scores))
             points.append(_operating_point(positive, selected)[1:])
             base = float(np.mean(positive))
-        line, = ax.plot(GRID, np.mean(precs, axis=0), lw=1.8, zorder=3 + i, label=f"{name} (AP {np.mean(aps):.3f})")
+        line, = ax.plot(GRID, np.mean(precs, axis=0), lw=1.8, ls=STYLES[i % len(STYLES)], zorder=3 + i, label=f"{name} (AP {np.mean(aps):.3f})")
         r, p = np.mean(points, axis=0)
-        ax.plot([r], [p], "o", ms=8, mfc="white", mec=line.get_color(), mew=2, zorder=10 + i)
+        ax.plot([r], [p], "o", ms=8, color=line.get_color(), mfc="white", mew=2, zorder=10 + i)
     if base is not None:
         ax.axhline(base, ls=":", color="grey", lw=1, label=f"chance ({base:.2f})")
     ax.set(xlabel="recall (share of positives selected)", ylabel="precision (share of selected that are positives)",
