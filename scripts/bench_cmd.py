@@ -20,6 +20,7 @@ def bench(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per network call."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding threads (default: CPU count)."),
     naive: bool = typer.Option(True, "--naive/--no-naive", help="Also time the naive article-style loop."),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="Rounds of all stages, interleaved; each stage keeps its fastest (least disturbed) round."),
     soak: int = typer.Option(0, "--soak", min=0, help="Instead: extract this many distinct copies of the images into a fresh store and report resident memory along the way."),
     compare: Optional[Tuple[Path, Path]] = typer.Option(None, "--compare", help="Instead: REFERENCE OTHER stores of the same labelled images (positive/negative): per-image cosine agreement and cross-validated accuracy/AUC of each."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -71,7 +72,7 @@ def bench(
                 with progress_bar("writing phone-size JPEGs", not json_out) as bar:
                     files = b.make_phone_jpegs(files, Path(tmp), limit, progress=bar)
             with err.status("timing") as status:
-                result = b.run_bench(files, precisions=precision, batch_size=batch_size, workers=workers, naive=naive,
+                result = b.run_bench(files, precisions=precision, batch_size=batch_size, workers=workers, naive=naive, repeat=repeat,
                                      log=lambda message: status.update(f"timing: {message}"))
     except (WeightsNotFound, FastBackboneUnavailable, ValueError, RuntimeError) as exc:
         raise fail(str(exc))
@@ -88,7 +89,7 @@ def _show(result: dict) -> None:
     typer.echo(f"machine: {m['cpu']}, {m['cpus']} CPUs, flags {' '.join(m['flags']) or '-'}; "
                f"load {m['load_average']} → {m['load_average_end']}")
     typer.echo(f"files: {result['files']}{' (phone-size copies)' if result['phone_size'] else ''}, "
-               f"batch {result['batch_size']}, {result['workers']} decode threads")
+               f"batch {result['batch_size']}, {result['workers']} decode threads, best of {result['repeat']} rounds")
     for s in result["stages"]:
         typer.echo(f"  {s['name']:<20} {s['images_per_second']:8.2f} images/s  ({s['images']} in {s['seconds']:.1f} s)")
     for name, value in result["ratios"].items():
