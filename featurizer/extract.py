@@ -198,25 +198,32 @@ class Featurizer:
 
     def _prepared(self, files: list[Path], st: FeatureStore, skip) -> Iterator[PreparedFile]:
         """Hash and decode files in worker threads, yielding in order with a bounded read-ahead."""
-        window = max(2 * self.batch_size, 4 * self.workers)
-        pending: deque = deque()
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="stylesift-decode") as pool:
-            it = iter(files)
-            try:
-                for path in it:
-                    pending.append(pool.submit(self._prepare, path, st.row_of, skip))
-                    if len(pending) >= window:
-                        yield pending.popleft().result()
-                while pending:
-                    yield pending.popleft().result()
-            finally:
-                for fut in pending:
-                    fut.cancel()
+        yield from ordered_map(lambda path: self._prepare(path, st.row_of, skip), files, threads=self.workers,
+                               window=max(2 * self.batch_size, 4 * self.workers), name="stylesift-decode")
 
     def _prepare(self, path: Path, known: Callable[[str], int | None], skip) -> PreparedFile:
         if skip(path):
             return PreparedFile(path, error="unchanged")
         return prepare_file(path, self.input_size, known)
+
+
+def ordered_map(fn: Callable, items: Iterable, *, threads: int, window: int, name: str = "stylesift") -> Iterator:
+    """``map(fn, items)`` run in ``threads`` worker threads, yielded in order, at most ``window`` in flight.
+
+    The window bounds memory (decoded images wait in it) while keeping the threads ahead of the consumer.
+    """
+    pending: deque = deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix=name) as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
 
 
 def prepare_file(path: Path, input_size: int = INPUT_SIZE,

@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 import warnings
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 
 from .backbone import INPUT_SIZE, fingerprint_id
 from .extract import (DEFAULT_BATCH_SIZE, ExtractReport, Featurizer, PreparedFile, failure_unchanged, list_images,
-                      prepare_file)
+                      ordered_map, prepare_file)
 from .store import Failure, FeatureStore
 from .weights import Weights
 
@@ -181,18 +180,7 @@ class RayEngine:
             return prepare_file(path, self.input_size, known=lambda sha: True)
 
         threads = min(8, os.cpu_count() or 1)
-        pending: deque = deque()
-        with ThreadPoolExecutor(threads, thread_name_prefix="stylesift-hash") as pool:
-            try:
-                for path in files:
-                    pending.append(pool.submit(hash_one, path))
-                    if len(pending) >= 4 * threads:
-                        yield pending.popleft().result()
-                while pending:
-                    yield pending.popleft().result()
-            finally:
-                for fut in pending:
-                    fut.cancel()
+        yield from ordered_map(hash_one, files, threads=threads, window=4 * threads, name="stylesift-hash")
 
     def _start(self) -> list:
         """Start (or reuse) the worker actors and wait until each has loaded and checked its backbone."""
