@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import write_pictures
+from fake_store import ArrayStore
 from review.report import nearest_positives, thumbnail_data_uri, write_report
 
 
@@ -108,30 +109,11 @@ def test_thumbnail_keeps_aspect_and_applies_exif_orientation(tmp_path):
         assert thumb.size == (30, 120)
 
 
-class _Store:
-    """The part of FeatureStore's read interface that nearest_positives uses, over given arrays."""
-
-    def __init__(self, features, paths):
-        self._f = np.asarray(features, np.float32)
-        self.sha256 = np.array([f"{i:064x}" for i in range(len(features))])
-        self._paths = paths
-
-    def row_of(self, sha):
-        hits = np.flatnonzero(self.sha256 == sha)
-        return int(hits[0]) if len(hits) else None
-
-    def features(self, rows):
-        return self._f[np.asarray(rows)]
-
-    def paths(self, row):
-        return [self._paths[row]]
-
-
 def test_nearest_positive_is_the_most_similar_other_positive(tmp_path):
     rng = np.random.default_rng(0)
     pos = rng.normal(size=(5, 16))
     queries = pos[[3, 1]] * 2.5 + rng.normal(scale=0.05, size=(2, 16))  # scaled: cosine ignores length
-    store = _Store(np.vstack([pos, queries]), [str(tmp_path / f"p{i}.jpg") for i in range(7)])
+    store = ArrayStore(np.vstack([pos, queries]), [str(tmp_path / f"p{i}.jpg") for i in range(7)])
     positives = store.sha256[:5]
     found = nearest_positives(store, [store.sha256[5], store.sha256[6], store.sha256[2], "f" * 64], positives)
     assert found[store.sha256[5]].sha256 == store.sha256[3]
@@ -145,7 +127,7 @@ def test_report_shows_evidence_for_selected_only(pictures, tmp_path):
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(len(pictures), 32))
     feats[0] = feats[5] + rng.normal(scale=0.01, size=32)
-    store = _Store(feats, [str(p) for p in pictures])
+    store = ArrayStore(feats, [str(p) for p in pictures])
     rows = [{"path": str(p), "sha256": store.sha256[i], "score": 1.0 - i / 10, "selected": i < 2}
             for i, p in enumerate(pictures)]
     positives = store.sha256[5:]

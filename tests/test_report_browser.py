@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fake_store import ArrayStore
 from review.demo_data import augment, available_photos, render_snapshot
 from review.report import write_report
 
@@ -138,24 +139,6 @@ def browser():
     chrome.close()
 
 
-class _Store:
-    """Read interface of FeatureStore over given arrays: evidence without running the network."""
-
-    def __init__(self, features, paths):
-        self._f, self._paths = np.asarray(features, np.float32), [str(p) for p in paths]
-        self.sha256 = np.array([f"{i:064x}" for i in range(len(paths))])
-
-    def row_of(self, sha):
-        hits = np.flatnonzero(self.sha256 == sha)
-        return int(hits[0]) if len(hits) else None
-
-    def features(self, rows):
-        return self._f[np.asarray(rows)]
-
-    def paths(self, row):
-        return [self._paths[row]]
-
-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """A report over real photo crops and rendered snapshots, with evidence, a borderline band and failures."""
@@ -174,7 +157,7 @@ def report(tmp_path_factory):
     for i, path in enumerate(train):
         augment(photos[i], rng, 240).save(path)
     features = rng.normal(size=(len(paths) + len(train), 64))
-    store = _Store(features, paths + train)
+    store = ArrayStore(features, paths + train)
     scores = [0.9 - 0.02 * i if photo else 0.45 - 0.02 * i for i, photo in enumerate(is_photo)]
     rows = [{"path": str(p), "sha256": store.sha256[i], "score": s, "selected": s >= 0.5}
             for i, (p, s) in enumerate(zip(paths, scores))]
