@@ -4,9 +4,9 @@ Everything here takes feature matrices and labels; only :mod:`classifiers.predic
 (through the featurizer and its store).
 """
 
-from .bundle import Bundle, BundleError
-from .compare import compare
-from .predict import Predictor
-from .train import TrainingError, train, tune
+from stylesift.classifiers.bundle import Bundle, BundleError
+from stylesift.classifiers.compare import compare
+from stylesift.classifiers.predict import Predictor
+from stylesift.classifiers.train import TrainingError, train, tune
 
 __all__ = ["Bundle", "BundleError", "Predictor", "TrainingError", "compare", "train", "tune"]

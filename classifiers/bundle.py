@@ -26,22 +26,24 @@ from pathlib import Path
 
 import numpy as np
 
+from stylesift.errors import StylesiftError
+
 MAGIC = b"stylesift-bundle 1\n"
 FORMAT = "stylesift-bundle"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 64 << 20
 
 
-class BundleError(RuntimeError):
+class BundleError(StylesiftError, RuntimeError):
     """A bundle cannot be used; the message names the file, what is wrong and what to do."""
 
 
 def current_versions() -> dict:
     """Versions of the libraries whose pickles a bundle holds."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import joblib
     import sklearn
-
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         own = version("stylesift")

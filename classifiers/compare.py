@@ -11,8 +11,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from .methods import METHODS, get_method
-from .search import positives_mask
+from stylesift.classifiers.methods import METHODS, get_method
+from stylesift.classifiers.search import positives_mask
 
 REVIEW_BUDGET = 0.05  # share of a test split that a person reviews: precision there is "precision@5%"
 METRICS = ("accuracy", "roc_auc", "average_precision", "precision_at_5pct", "recall", "specificity", "fit_seconds")

@@ -12,8 +12,8 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .preprocess import normalize_step
-from .search import positives_mask
+from stylesift.classifiers.preprocess import normalize_step
+from stylesift.classifiers.search import positives_mask
 
 
 class KNearestScore(BaseEstimator):

@@ -14,7 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from .search import positives_mask
+from stylesift.classifiers.search import positives_mask
 
 
 class OutputLayerHead(ClassifierMixin, BaseEstimator):

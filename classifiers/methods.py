@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .distance import NearestPositives
-from .head import OutputLayerHead
-from .one_class import OneClassSVMModel
-from .two_class import TwoClassSVM
+from stylesift.classifiers.distance import NearestPositives
+from stylesift.classifiers.head import OutputLayerHead
+from stylesift.classifiers.one_class import OneClassSVMModel
+from stylesift.classifiers.two_class import TwoClassSVM
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from sklearn.svm import OneClassSVM
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
-from .preprocess import CappedPCA, normalize_name, normalize_step
-from .search import best_candidate, candidate_table, positives_mask
+from stylesift.classifiers.preprocess import CappedPCA, normalize_name, normalize_step
+from stylesift.classifiers.search import best_candidate, candidate_table, positives_mask
 
 ARTICLE_DEFAULT = {"normalize": "none", "pca": "512 whitened", "svm__gamma": 0.011, "svm__nu": 0.08}
 

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .bundle import Bundle, BundleError, check_fingerprint, read_header
+from stylesift.classifiers.bundle import Bundle, BundleError, check_fingerprint, read_header
 
 DEFAULT_STORE = Path("artifacts/features.h5")
 
@@ -82,7 +82,7 @@ class Predictor:
     """
 
     def __init__(self, bundle: Bundle, store=DEFAULT_STORE, *, featurizer=None, weights=None):
-        from featurizer.extract import Featurizer
+        from stylesift.featurizer.extract import Featurizer
 
         self.bundle = bundle
         self.store = Path(store)
@@ -96,8 +96,8 @@ class Predictor:
         The bundle's checksum, feature-space fingerprint (against the featurizer's and, when it
         exists, the store's) and library versions are all checked before anything is unpickled.
         """
-        from featurizer.extract import Featurizer
-        from featurizer.store import FeatureStore
+        from stylesift.featurizer.extract import Featurizer
+        from stylesift.featurizer.store import FeatureStore
 
         header = read_header(model)
         featurizer = featurizer if featurizer is not None else Featurizer(weights)
@@ -121,7 +121,7 @@ class Predictor:
         Selection: ``threshold`` (default: the bundle's), or the ``top_k`` / ``top_fraction``
         highest scores of this run.
         """
-        from featurizer.store import FeatureStore
+        from stylesift.featurizer.store import FeatureStore
 
         report = self.featurizer.extract(paths, self.store, progress=progress)
         st = FeatureStore(self.store)

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bundle import Bundle
-from .methods import METHODS, get_method
-from .one_class import OneClassSVMModel
+from stylesift.classifiers.bundle import Bundle
+from stylesift.classifiers.methods import METHODS, get_method
+from stylesift.classifiers.one_class import OneClassSVMModel
+from stylesift.errors import StylesiftError
 
 
-class TrainingError(ValueError):
+class TrainingError(StylesiftError, ValueError):
     """The store or the labels cannot give what the method needs; the message says what to do."""
 
 
@@ -33,7 +34,7 @@ class LabelledData:
 
 def load_labelled(store, positive: str, negative: str | None = None) -> LabelledData:
     """Read the rows labelled ``positive`` (and ``negative``) from the feature store at ``store``."""
-    from featurizer.store import FeatureStore
+    from stylesift.featurizer.store import FeatureStore
 
     st = FeatureStore(store)
     counts = st.label_counts()

@@ -13,14 +13,14 @@ import tempfile
 
 import joblib
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
-from .preprocess import CappedPCA, normalize_name, normalize_step
-from .search import best_candidate, candidate_table, positives_mask
+from stylesift.classifiers.preprocess import CappedPCA, normalize_name, normalize_step
+from stylesift.classifiers.search import best_candidate, candidate_table, positives_mask
 
 # The article's configuration. Its SVC used sklearn's old default gamma, 1/n_features, which on
 # whitened components equals today's "scale". Its probability=True only adds Platt scaling on top

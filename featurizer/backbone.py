@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from .weights import Weights
+from stylesift.featurizer.weights import Weights
 
 INPUT_SIZE = 224
 FEATURE_DIM = 2048
@@ -35,7 +35,7 @@ def backbone_fingerprint(weights: Weights, precision: str = "float32", *, input_
     if precision == "float32":
         return base
     if precision == "int8":
-        from .fast_backbone import int8_fingerprint
+        from stylesift.featurizer.fast_backbone import int8_fingerprint
 
         return int8_fingerprint(base)
     raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
@@ -50,7 +50,7 @@ def make_backbone(weights: Weights, precision: str = "float32", *, input_size: i
     if precision == "float32":
         return Backbone(weights, input_size)
     if precision == "int8":
-        from .fast_backbone import Int8Backbone
+        from stylesift.featurizer.fast_backbone import Int8Backbone
 
         return Int8Backbone(weights, input_size)
     raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")

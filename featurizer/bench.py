@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .extract import Featurizer, list_images, prepare_file
+from stylesift.featurizer.extract import Featurizer, list_images, prepare_file
 
 PHONE_SIZE = (4032, 3024)  # 12.2 megapixels, the size of a typical phone camera's photo
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
@@ -117,7 +117,7 @@ def make_phone_jpegs(sources: Sequence[Path], out_dir: Path, count: int, *, size
     """
     from PIL import Image
 
-    from .images import load_image  # noqa: F401  (same Pillow setup as extraction)
+    from stylesift.featurizer.images import load_image  # noqa: F401  (same Pillow setup as extraction)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -306,8 +306,8 @@ def compare_stores(reference, other, *, labels: Sequence[str] = ("positive", "ne
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from .backbone import fingerprint_id
-    from .store import FeatureStore
+    from stylesift.featurizer.backbone import fingerprint_id
+    from stylesift.featurizer.store import FeatureStore
 
     ref, oth = FeatureStore(reference), FeatureStore(other)
     x_ref, y_ref, sha_ref = ref.load(labels)

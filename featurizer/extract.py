@@ -14,10 +14,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .backbone import INPUT_SIZE, backbone_fingerprint, make_backbone
-from .images import IMAGE_EXTENSIONS, ImageError, load_image, read_image_bytes
-from .store import Failure, FeatureStore
-from .weights import Weights, resolve
+from stylesift.featurizer.backbone import INPUT_SIZE, backbone_fingerprint, make_backbone
+from stylesift.featurizer.images import IMAGE_EXTENSIONS, ImageError, load_image, read_image_bytes
+from stylesift.featurizer.store import Failure, FeatureStore
+from stylesift.featurizer.weights import Weights, resolve
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -105,7 +105,7 @@ class Featurizer:
         self.precision = precision
         self.fingerprint = backbone_fingerprint(self.weights, precision, input_size=input_size)
         if precision != "float32":
-            from .fast_backbone import require_runtime
+            from stylesift.featurizer.fast_backbone import require_runtime
 
             require_runtime()  # fail before any file is read, not at the first batch
         self._backbone = None

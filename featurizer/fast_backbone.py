@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .weights import Weights, cache_dir
+from stylesift.errors import StylesiftError
+from stylesift.featurizer.weights import Weights, cache_dir
 
 # Everything that decides the quantized network besides the weights; part of the fingerprint.
 RECIPE = {
@@ -44,7 +45,7 @@ RECIPE_ID = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdiges
 CALIBRATION_SET = "skimage-v1"
 
 
-class FastBackboneUnavailable(RuntimeError):
+class FastBackboneUnavailable(StylesiftError, RuntimeError):
     """The optional runtime is not installed; the message says how to install it."""
 
 
@@ -83,8 +84,8 @@ def build_int8_model(weights: Weights, *, input_size: int = 224, cache: Path | N
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from .backbone import Backbone
-    from .onnx_export import export_resnet
+    from stylesift.featurizer.backbone import Backbone
+    from stylesift.featurizer.onnx_export import export_resnet
 
     target.parent.mkdir(parents=True, exist_ok=True)
     calibration = calibration_images(input_size)
@@ -117,7 +118,7 @@ class Int8Backbone:
     """
 
     def __init__(self, weights: Weights, input_size: int = 224, threads: int | None = None):
-        from .backbone import feature_fingerprint
+        from stylesift.featurizer.backbone import feature_fingerprint
 
         require_runtime()
         import onnxruntime as ort

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbone import preprocess
-from .images import load_image
-from .weights import Weights
+from stylesift.featurizer.backbone import preprocess
+from stylesift.featurizer.images import load_image
+from stylesift.featurizer.weights import Weights
 
 # ImageNet class indices are fixed by the dataset; only the few the check needs are named here.
 CLASS_NAMES = {281: "tabby", 282: "tiger cat", 285: "Egyptian cat", 967: "espresso", 968: "cup"}

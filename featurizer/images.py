@@ -17,10 +17,9 @@ import os
 import time
 import warnings
 from pathlib import Path
-
-import numpy as np
 from struct import error as struct_error
 
+import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Extensions taken when walking a folder; a file named explicitly is always tried.

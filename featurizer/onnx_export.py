@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from stylesift.errors import StylesiftError
+
 # keras.applications.imagenet_utils "caffe" mode, channel order BGR.
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 OPSET = 17
 
 
-class UnsupportedLayer(ValueError):
+class UnsupportedLayer(StylesiftError, ValueError):
     """The Keras model holds a layer this exporter does not translate."""
 
 

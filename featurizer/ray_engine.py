@@ -30,16 +30,25 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .backbone import INPUT_SIZE, fingerprint_id
-from .extract import (DEFAULT_BATCH_SIZE, ExtractReport, Featurizer, PreparedFile, failure_unchanged, list_images,
-                      ordered_map, prepare_file)
-from .store import Failure, FeatureStore
-from .weights import Weights
+from stylesift.errors import StylesiftError
+from stylesift.featurizer.backbone import INPUT_SIZE, fingerprint_id
+from stylesift.featurizer.extract import (
+    DEFAULT_BATCH_SIZE,
+    ExtractReport,
+    Featurizer,
+    PreparedFile,
+    failure_unchanged,
+    list_images,
+    ordered_map,
+    prepare_file,
+)
+from stylesift.featurizer.store import Failure, FeatureStore
+from stylesift.featurizer.weights import Weights
 
 PACKAGES = ("stylesift", "tensorflow", "keras", "numpy", "pillow")
 
 
-class RayEngineError(RuntimeError):
+class RayEngineError(StylesiftError, RuntimeError):
     """The cluster could not do (all of) the work; the message says what was saved and what to do."""
 
 
@@ -426,8 +435,8 @@ class _Worker:
         # One TF thread pool per reserved CPU: several workers on a node must not oversubscribe it.
         tf.config.threading.set_intra_op_parallelism_threads(max(1, int(threads)))
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        from .backbone import Backbone, feature_fingerprint
-        from .weights import resolve, values_fingerprint
+        from stylesift.featurizer.backbone import Backbone, feature_fingerprint
+        from stylesift.featurizer.weights import resolve, values_fingerprint
 
         if weights_source is not None:
             # Keras loads weights from a file only; keep it node-local and private to this process.

@@ -47,6 +47,8 @@ from typing import Iterable, Sequence
 import h5py
 import numpy as np
 
+from stylesift.errors import StylesiftError
+
 FORMAT = "stylesift-store"
 FORMAT_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
@@ -56,7 +58,7 @@ CRASH_POINTS = ("journal-tmp-written", "journal-renamed", "commit-copied", "comm
                 "commit-h5-closed", "commit-renamed", "commit-record-deleted")
 
 
-class StoreError(RuntimeError):
+class StoreError(StylesiftError, RuntimeError):
     """A store cannot be used as asked; the message names the file and what to do."""
 
 
@@ -347,7 +349,7 @@ class FeatureStore:
         return int(self._fingerprint["feature_dim"]) if self._fingerprint else 0
 
     def _check_fingerprint(self, fingerprint: dict) -> None:
-        from .backbone import fingerprint_id
+        from stylesift.featurizer.backbone import fingerprint_id
 
         if self._fingerprint is None:
             self._fingerprint = dict(fingerprint)
@@ -503,7 +505,7 @@ class FeatureStore:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["fingerprint"] = json.dumps(self._fingerprint, sort_keys=True)
-            from .backbone import fingerprint_id
+            from stylesift.featurizer.backbone import fingerprint_id
             f.attrs["fingerprint_id"] = fingerprint_id(self._fingerprint)
             f.create_dataset("features", (0, dim), np.float32, maxshape=(None, dim), chunks=(64, dim))
             f.create_dataset("sha256", (0,), "S64", maxshape=(None,), chunks=(4096,))

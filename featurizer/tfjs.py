@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stylesift.errors import StylesiftError
+
 # Keras 3 stores a layer's weights in this order; the TF.js manifest names them.
 PARAM_ORDER = {
     "conv": ("kernel", "bias"),
@@ -24,7 +26,7 @@ PARAM_ORDER = {
 _BLOCK = re.compile(r"^(res|bn)(\d)([a-z])_branch(1|2[abc])$")
 
 
-class ConversionError(ValueError):
+class ConversionError(StylesiftError, ValueError):
     """The TF.js model does not map cleanly onto the Keras 3 network."""
 
 

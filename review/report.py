@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from featurizer.images import to_rgb
+from stylesift.featurizer.images import to_rgb
 
 THUMB_PX = 180  # longest side of a thumbnail, in CSS pixels
 EVIDENCE_PX = 72
@@ -182,7 +182,7 @@ def write_score_report(out: str | os.PathLike, result, bundle, store, *, model: 
     scoring store, a path) their features and files for the evidence column. ``kwargs`` go to
     :func:`write_report`.
     """
-    from featurizer.store import FeatureStore
+    from stylesift.featurizer.store import FeatureStore
 
     positives = np.asarray(bundle.train_sha256)[np.asarray(bundle.train_labels) == bundle.positive_label]
     st = FeatureStore(store) if len(positives) and Path(store).exists() else None

@@ -17,6 +17,22 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
+
+def _version(value: bool) -> None:
+    if value:
+        from stylesift import __version__
+
+        sys.stdout.write(f"stylesift {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit (loads nothing else)."),
+) -> None:
+    """Learn a visual style from example images and pick matching images out of a stream."""
+
 # Exit codes, documented in the README.
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 

@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple
 
 import typer
 
-from .app import app, err, fail, print_json, progress_bar
+from stylesift.cli.app import app, err, fail, print_json, progress_bar
 
 
 @app.command()
@@ -26,10 +26,10 @@ def bench(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Time decode, backbone, full extract and a naive loop on the same images; print rates and ratios."""
-    from featurizer import bench as b
-    from featurizer.backbone import PRECISIONS
-    from featurizer.fast_backbone import FastBackboneUnavailable, require_runtime
-    from featurizer.weights import WeightsNotFound
+    from stylesift.featurizer import bench as b
+    from stylesift.featurizer.backbone import PRECISIONS
+    from stylesift.featurizer.fast_backbone import FastBackboneUnavailable, require_runtime
+    from stylesift.featurizer.weights import WeightsNotFound
 
     for p in precision:
         if p not in PRECISIONS:
@@ -41,7 +41,7 @@ def bench(
             err.print(f"skipping int8: {exc}", highlight=False)
             precision = [p for p in precision if p != "int8"]
     if compare:
-        from featurizer.store import StoreError
+        from stylesift.featurizer.store import StoreError
 
         try:
             result = b.compare_stores(*compare)

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, app, err, fail, print_json, progress_bar
+from stylesift.cli.app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, app, err, fail, print_json, progress_bar
 
 DEFAULT_STORE = Path("artifacts/features.h5")
 StoreOption = typer.Option(DEFAULT_STORE, "--store", help="HDF5 feature store with labelled rows (read only).")
@@ -20,9 +20,9 @@ JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdo
 
 
 def _user_errors():
-    from classifiers.bundle import BundleError
-    from classifiers.train import TrainingError
-    from featurizer.store import StoreError
+    from stylesift.classifiers.bundle import BundleError
+    from stylesift.classifiers.train import TrainingError
+    from stylesift.featurizer.store import StoreError
 
     return (BundleError, TrainingError, StoreError, ValueError)
 
@@ -51,8 +51,8 @@ def compare(
     json_out: bool = JsonOption,
 ):
     """Run every method on the same folds: accuracy, ROC AUC, average precision, precision@5%, fit time."""
-    from classifiers.compare import compare as run_compare
-    from classifiers.train import load_labelled
+    from stylesift.classifiers.compare import compare as run_compare
+    from stylesift.classifiers.train import load_labelled
 
     try:
         data = load_labelled(store, positive, negative)
@@ -64,7 +64,7 @@ def compare(
     out = result.to_dict()
     out.update(store=str(store), positive=positive, negative=negative)
     if plots:
-        from classifiers.plots import save_comparison_plots
+        from stylesift.classifiers.plots import save_comparison_plots
 
         out["plots"] = [str(p) for p in save_comparison_plots(result, plots, f"{store.name}: {positive} vs {negative}")]
     if json_out:
@@ -95,7 +95,7 @@ def train(
     json_out: bool = JsonOption,
 ):
     """Train a model from the store's labelled features and save it as one bundle file."""
-    from classifiers.train import train as run_train
+    from stylesift.classifiers.train import train as run_train
 
     try:
         with err.status(f"training {method}"):
@@ -131,7 +131,7 @@ def tune(
     json_out: bool = JsonOption,
 ):
     """The one-class SVM search alone: gamma × nu × preprocessing, ranked by validation ROC AUC."""
-    from classifiers.train import tune as run_tune
+    from stylesift.classifiers.train import tune as run_tune
 
     try:
         with err.status("searching gamma × nu (fits on positives only)"):
@@ -140,7 +140,7 @@ def tune(
         raise fail(str(exc))
     out = result.to_dict()
     if plot:
-        from classifiers.plots import save_tune_plot
+        from stylesift.classifiers.plots import save_tune_plot
 
         out["plot"] = str(save_tune_plot(result, plot, f"{store.name}: {positive}" + (f" vs {negative}" if negative else "")))
     if json_out:
@@ -179,8 +179,8 @@ def score(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list of {path, sha256, score, selected} on stdout."),
 ):
     """Score images with a model: one row per image (higher score = more like the positives)."""
-    from classifiers.predict import Predictor
-    from featurizer.weights import WeightsNotFound
+    from stylesift.classifiers.predict import Predictor
+    from stylesift.featurizer.weights import WeightsNotFound
 
     if sum(x is not None for x in (threshold, top_k, top_fraction)) > 1:
         raise fail("choose one of --threshold, --top-k and --top-fraction", EXIT_USAGE)
@@ -193,7 +193,7 @@ def score(
     if out:
         _write_csv(out, result)
     if report:
-        from review.report import write_score_report
+        from stylesift.review.report import write_score_report
 
         sheet = write_score_report(report, result, predictor.bundle, store, model=model)
         err.print(f"report: {sheet.path} ({sheet.selected} selected, {sheet.borderline} borderline, {sheet.failed} failed)",

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, app, err, fail, print_json, progress_bar
+from stylesift.cli.app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, app, err, fail, print_json, progress_bar
 
 DEFAULT_STORE = Path("artifacts/features.h5")
 class Engine(str, Enum):
@@ -31,8 +31,8 @@ def weights(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Find (or fetch and convert) the ImageNet ResNet50 weights and print where they are."""
-    from featurizer.imagenet_check import check_imagenet
-    from featurizer.weights import WeightsNotFound, resolve
+    from stylesift.featurizer.imagenet_check import check_imagenet
+    from stylesift.featurizer.weights import WeightsNotFound, resolve
 
     try:
         with err.status("resolving ResNet50 ImageNet weights (first time: fetch and convert, ~1 min)"):
@@ -70,11 +70,11 @@ def extract(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Featurize images into the store; content already there is not featurized again."""
-    from featurizer.extract import Featurizer
-    from featurizer.fast_backbone import FastBackboneUnavailable
-    from featurizer.ray_engine import RayEngine, RayEngineError
-    from featurizer.store import StoreError
-    from featurizer.weights import WeightsNotFound
+    from stylesift.featurizer.extract import Featurizer
+    from stylesift.featurizer.fast_backbone import FastBackboneUnavailable
+    from stylesift.featurizer.ray_engine import RayEngine, RayEngineError
+    from stylesift.featurizer.store import StoreError
+    from stylesift.featurizer.weights import WeightsNotFound
 
     if address and engine is not Engine.ray:
         raise typer.BadParameter("only means something with --engine ray", param_hint="--address")
@@ -86,7 +86,7 @@ def extract(
         else:
             featurizer = Featurizer(weights_file, batch_size=batch_size, workers=workers, precision=precision.value)
             if precision is Precision.int8:
-                from featurizer.fast_backbone import build_int8_model
+                from stylesift.featurizer.fast_backbone import build_int8_model
 
                 with err.status("building the INT8 network (first time only, 1-2 min)"):
                     build_int8_model(featurizer.weights, input_size=featurizer.input_size)
@@ -119,8 +119,8 @@ def info(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Rows, feature dimension, counts per label, failures and fingerprint of a store."""
-    from featurizer.backbone import fingerprint_id
-    from featurizer.store import FeatureStore, StoreError
+    from stylesift.featurizer.backbone import fingerprint_id
+    from stylesift.featurizer.store import FeatureStore, StoreError
 
     try:
         st = FeatureStore(store)

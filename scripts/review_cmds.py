@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .app import EXIT_INTERRUPTED, app, err, fail, print_json, progress_bar
+from stylesift.cli.app import EXIT_INTERRUPTED, app, err, fail, print_json, progress_bar
 
 
 @app.command()
@@ -22,9 +22,9 @@ def demo(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Run the whole pipeline on built-in images: extract, compare, train, score new uploads, write the report."""
-    from featurizer.store import StoreError
-    from featurizer.weights import WeightsNotFound
-    from review.demo import run_demo
+    from stylesift.featurizer.store import StoreError
+    from stylesift.featurizer.weights import WeightsNotFound
+    from stylesift.review.demo import run_demo
 
     say = (lambda line: err.print(line, highlight=False, soft_wrap=True)) if json_out else typer.echo
 

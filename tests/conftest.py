@@ -14,7 +14,7 @@ from PIL import Image
 @pytest.fixture(scope="session")
 def weights():
     """Real ResNet50 ImageNet weights (the first run on a machine fetches and converts them)."""
-    from featurizer.weights import resolve
+    from stylesift.featurizer.weights import resolve
 
     return resolve()
 
@@ -22,7 +22,7 @@ def weights():
 @pytest.fixture(scope="session")
 def featurizer(weights):
     """One Featurizer (and so one loaded network) for the whole session."""
-    from featurizer.extract import Featurizer
+    from stylesift.featurizer.extract import Featurizer
 
     return Featurizer(weights, batch_size=8, workers=2)
 

@@ -11,9 +11,9 @@ from PIL import Image
 
 pytest.importorskip("onnxruntime")
 
-from featurizer.backbone import backbone_fingerprint, fingerprint_id  # noqa: E402
-from featurizer.fast_backbone import FastBackboneUnavailable, require_runtime  # noqa: E402
-from featurizer.store import FeatureSpaceMismatch  # noqa: E402
+from stylesift.featurizer.backbone import backbone_fingerprint, fingerprint_id  # noqa: E402
+from stylesift.featurizer.fast_backbone import FastBackboneUnavailable, require_runtime  # noqa: E402
+from stylesift.featurizer.store import FeatureSpaceMismatch  # noqa: E402
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
 
@@ -38,7 +38,7 @@ def photos():
 
 @pytest.fixture(scope="module")
 def int8_featurizer(weights):
-    from featurizer.extract import Featurizer
+    from stylesift.featurizer.extract import Featurizer
 
     return Featurizer(weights, batch_size=4, workers=2, precision="int8")
 
@@ -46,7 +46,7 @@ def int8_featurizer(weights):
 def test_onnx_export_computes_the_keras_network(featurizer, photos):
     import onnxruntime as ort
 
-    from featurizer.onnx_export import export_resnet
+    from stylesift.featurizer.onnx_export import export_resnet
 
     model = export_resnet(featurizer.backbone.model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -60,7 +60,7 @@ def test_onnx_export_computes_the_keras_network(featurizer, photos):
 def test_exporter_refuses_layers_it_does_not_know():
     import keras
 
-    from featurizer.onnx_export import UnsupportedLayer, export_resnet
+    from stylesift.featurizer.onnx_export import UnsupportedLayer, export_resnet
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
@@ -91,7 +91,7 @@ def test_int8_is_its_own_feature_space(tmp_path, weights, featurizer, int8_featu
 def test_extract_cli_with_precision_int8(tmp_path, pictures, int8_featurizer):
     from typer.testing import CliRunner
 
-    from scripts.cli import app
+    from stylesift.cli.main import app
 
     int8_featurizer.backbone  # the quantized network is built (and cached) once per machine
     store = tmp_path / "int8.h5"

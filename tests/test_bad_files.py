@@ -19,12 +19,12 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from PIL import Image, TiffImagePlugin
+from PIL import Image
 
-from featurizer import images as I
-from featurizer.extract import list_images, prepare_file
-from featurizer.images import ImageError, load_image
-from featurizer.store import FeatureStore
+from stylesift.featurizer import images as I
+from stylesift.featurizer.extract import list_images, prepare_file
+from stylesift.featurizer.images import ImageError, load_image
+from stylesift.featurizer.store import FeatureStore
 
 RED, GREEN, BLUE, WHITE = (220, 20, 30), (20, 200, 40), (30, 40, 210), (255, 255, 255)
 
@@ -327,7 +327,7 @@ def test_an_unreadable_file_is_refused_as_permission_denied():
         path = folder / "secret.jpg"
         Image.new("RGB", (20, 20), RED).save(path)
         path.chmod(0o000)
-        code = "import sys; from pathlib import Path; from featurizer.extract import prepare_file; print(prepare_file(Path(sys.argv[1])).error)"
+        code = "import sys; from pathlib import Path; from stylesift.featurizer.extract import prepare_file; print(prepare_file(Path(sys.argv[1])).error)"
         cmd = [sys.executable, "-c", code, str(path)]
         if os.geteuid() == 0:
             if shutil.which("setpriv") is None:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurizer import bench
-from featurizer.images import load_image
+from stylesift.featurizer import bench
+from stylesift.featurizer.images import load_image
 
 
 def test_decode_stage_gives_what_extraction_decodes(pictures):
@@ -59,7 +59,7 @@ def test_bench_cli_times_every_stage_on_the_same_files(tmp_path, make_pictures):
     pytest.importorskip("onnxruntime")
     from typer.testing import CliRunner
 
-    from scripts.cli import app
+    from stylesift.cli.main import app
 
     make_pictures(tmp_path / "imgs", 8)
     result = CliRunner().invoke(app, ["bench", "--images", str(tmp_path / "imgs"), "--limit", "6", "--batch-size", "3",

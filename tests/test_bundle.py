@@ -9,8 +9,8 @@ import joblib
 import numpy as np
 import pytest
 
-from classifiers.bundle import MAGIC, Bundle, BundleError, read_header
-from classifiers.head import OutputLayerHead
+from stylesift.classifiers.bundle import MAGIC, Bundle, BundleError, read_header
+from stylesift.classifiers.head import OutputLayerHead
 
 FINGERPRINT = {"backbone": "test", "weights_sha256": "0" * 64, "feature_dim": 16, "dtype": "float32"}
 

@@ -8,13 +8,15 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.svm import OneClassSVM
 
-from classifiers.compare import compare, fold_metrics, outer_splits
-from classifiers.distance import NearestPositives
-from classifiers.head import OutputLayerHead
-from classifiers.one_class import ARTICLE_DEFAULT as OC_ARTICLE, NO_NEGATIVES_DEFAULT, OneClassSVMModel, make_pipeline as oc_pipeline
-from classifiers.predict import select
-from classifiers.preprocess import CappedPCA, PowerNormalizer
-from classifiers.two_class import ARTICLE_DEFAULT, TwoClassSVM
+from stylesift.classifiers.compare import compare, fold_metrics, outer_splits
+from stylesift.classifiers.distance import NearestPositives
+from stylesift.classifiers.head import OutputLayerHead
+from stylesift.classifiers.one_class import ARTICLE_DEFAULT as OC_ARTICLE
+from stylesift.classifiers.one_class import NO_NEGATIVES_DEFAULT, OneClassSVMModel
+from stylesift.classifiers.one_class import make_pipeline as oc_pipeline
+from stylesift.classifiers.predict import select
+from stylesift.classifiers.preprocess import CappedPCA, PowerNormalizer
+from stylesift.classifiers.two_class import ARTICLE_DEFAULT, TwoClassSVM
 
 
 def synthetic(n_pos=60, n_neg=60, d=48, seed=0):

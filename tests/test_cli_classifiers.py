@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_pictures
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import write_pictures
-from scripts.cli import app
+from stylesift.cli.main import app
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
 runner = CliRunner()
@@ -89,7 +89,7 @@ def test_score_ranks_unseen_pictures_and_lists_failures(project):
         table = list(csv.DictReader(fh))
     assert len(table) == 7 and [r for r in table if r["error"]][0]["path"] == str(project["bad"])
     # Rescoring is served from the store: same scores, no new rows.
-    from featurizer.store import FeatureStore
+    from stylesift.featurizer.store import FeatureStore
 
     rows_before = len(FeatureStore(project["store"]))
     again = run("score", project["model"], *project["new"], "--store", project["store"], "--json", "--top-k", "2")
@@ -101,7 +101,7 @@ def test_score_ranks_unseen_pictures_and_lists_failures(project):
 
 
 def test_predictor_python_api_returns_the_same_rows(project, featurizer):
-    from classifiers.predict import Predictor
+    from stylesift.classifiers.predict import Predictor
 
     result = Predictor.load(project["model"], project["store"], featurizer=featurizer).score(project["new"] + [project["bad"]])
     cli = json.loads(run("score", project["model"], *project["new"], "--store", project["store"], "--json").stdout)
@@ -111,7 +111,7 @@ def test_predictor_python_api_returns_the_same_rows(project, featurizer):
 
 
 def test_score_refuses_a_store_of_another_feature_space(project, tmp_path):
-    from featurizer.store import FeatureStore
+    from stylesift.featurizer.store import FeatureStore
 
     other = tmp_path / "other.h5"
     with FeatureStore(other, "a", fingerprint={"backbone": "something else", "feature_dim": 4}) as st:

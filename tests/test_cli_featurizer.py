@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from scripts.cli import app
+from stylesift.cli.main import app
 
 pytestmark = pytest.mark.weights
 runner = CliRunner()

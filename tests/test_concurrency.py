@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurizer.store import FeatureStore
+from stylesift.featurizer.store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 STYLESIFT = str(Path(sys.executable).with_name("stylesift"))

@@ -24,8 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurizer import store as S
-from featurizer.store import FeatureStore
+from stylesift.featurizer.store import FeatureStore
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
 

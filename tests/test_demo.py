@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from scripts.cli import app
+from stylesift.cli.main import app
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from review.demo_data import HELD_BACK_PHOTOS, available_photos, make_demo_set, render_snapshot
+from stylesift.review.demo_data import HELD_BACK_PHOTOS, available_photos, make_demo_set, render_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_held_back_photos_never_train(demo):
 
 
 def test_broken_upload_cannot_be_decoded(demo):
-    from featurizer.images import ImageError, load_image
+    from stylesift.featurizer.images import ImageError, load_image
 
     with pytest.raises(ImageError, match="truncated|cannot decode"):
         load_image(demo.new_broken[0])

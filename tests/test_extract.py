@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurizer.backbone import preprocess
-from featurizer.extract import list_images
-from featurizer.store import FeatureSpaceMismatch, FeatureStore
+from stylesift.featurizer.backbone import preprocess
+from stylesift.featurizer.extract import list_images
+from stylesift.featurizer.store import FeatureSpaceMismatch, FeatureStore
 
 pytestmark = pytest.mark.weights
 

@@ -17,9 +17,9 @@ import ray  # noqa: E402
 from conftest import write_pictures  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from featurizer.ray_engine import RayEngine, RayEngineError, WorkerMismatch
-from featurizer.store import FeatureStore
-from featurizer.weights import NOTOP_FILE, RECORD_FILE
+from stylesift.featurizer.ray_engine import RayEngine, RayEngineError, WorkerMismatch
+from stylesift.featurizer.store import FeatureStore
+from stylesift.featurizer.weights import NOTOP_FILE, RECORD_FILE
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
 
@@ -157,7 +157,7 @@ def test_a_batch_that_cannot_be_retried_stops_the_run_and_keeps_the_rest(engine,
 
 
 def test_cli_engine_ray(engine, inputs, local_store, tmp_path):
-    from scripts.cli import app
+    from stylesift.cli.main import app
 
     store = tmp_path / "copy.h5"
     shutil.copy(local_store, store)  # all content known: the command must not need any worker

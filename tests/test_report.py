@@ -9,11 +9,11 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import write_pictures
 from fake_store import ArrayStore
-from review.report import nearest_positives, thumbnail_data_uri, write_report
+from PIL import Image
+
+from stylesift.review.report import nearest_positives, thumbnail_data_uri, write_report
 
 
 def _rows(paths, scores, threshold):

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_store import ArrayStore
 from PIL import Image
 
-from fake_store import ArrayStore
-from review.demo_data import augment, available_photos, render_snapshot
-from review.report import write_report
+from stylesift.review.demo_data import augment, available_photos, render_snapshot
+from stylesift.review.report import write_report
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,8 +14,8 @@ import h5py
 import numpy as np
 import pytest
 
-from featurizer import store as S
-from featurizer.store import Failure, FeatureSpaceMismatch, FeatureStore, StoreError
+from stylesift.featurizer import store as S
+from stylesift.featurizer.store import Failure, FeatureSpaceMismatch, FeatureStore, StoreError
 
 FP = {"backbone": "test", "feature_dim": 2048, "dtype": "float32"}
 
@@ -178,7 +176,7 @@ def test_a_second_writer_waits_or_fails_clearly(tmp_path, caplog):
     first = FeatureStore(path, "a", fingerprint=FP)
     # filelock locks are re-entrant within a process, so the contender must be another process.
     contender = [sys.executable, "-c", (
-        "import sys; from featurizer.store import FeatureStore, StoreError\n"
+        "import sys; from stylesift.featurizer.store import FeatureStore, StoreError\n"
         "try:\n    FeatureStore(sys.argv[1], 'a', lock_timeout=float(sys.argv[2])).close()\n"
         "except StoreError as e:\n    print(e); sys.exit(7)\n"
         "print('got the lock')"), str(path)]
@@ -200,7 +198,7 @@ def test_a_second_writer_waits_or_fails_clearly(tmp_path, caplog):
 # ------------------------------------------------------------------ kills at every point of the protocol
 WRITER = r"""
 import hashlib, sys, numpy as np
-from featurizer.store import FeatureStore
+from stylesift.featurizer.store import FeatureStore
 FP = {"backbone": "test", "feature_dim": 2048, "dtype": "float32"}
 def feature_of(d): return np.random.default_rng(int(d[:15], 16)).standard_normal(2048).astype(np.float32)
 path, n, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

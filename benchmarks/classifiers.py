@@ -1,6 +1,6 @@
 """Benchmark: `train` on 1,000 and 10,000 cached vectors, and rescoring 2,000 cached images.
 
-    .venv/bin/python -m scripts.bench_classifiers --stores /work/stores/*.h5 [--json]
+    .venv/bin/python benchmarks/classifiers.py --stores /work/stores/*.h5 [--json]
 
 Each timing comes with a baseline measured in the same run on the same data, so the ratio means
 something on a loaded machine: training is compared with one fit of the article default (no
@@ -29,7 +29,7 @@ def _machine() -> str:
 
 
 def _vectors(stores: list[Path], n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from featurizer.store import FeatureStore
+    from stylesift.featurizer.store import FeatureStore
 
     Xs, ys = [], []
     for s in stores:
@@ -46,7 +46,7 @@ def _vectors(stores: list[Path], n: int, seed: int = 0) -> tuple[np.ndarray, np.
 
 
 def bench_train(stores: list[Path], sizes=(1000, 10000)) -> list[dict]:
-    from classifiers.methods import METHODS
+    from stylesift.classifiers.methods import METHODS
 
     rows = []
     for n in sizes:
@@ -65,10 +65,10 @@ def bench_train(stores: list[Path], sizes=(1000, 10000)) -> list[dict]:
 
 def bench_rescore(stores: list[Path], n_images: int = 2000) -> dict:
     """Merge the stores into a scratch copy, train a bundle, then score ``n_images`` cached files twice."""
-    from classifiers.predict import Predictor
-    from classifiers.train import train
-    from featurizer.extract import Featurizer
-    from featurizer.store import FeatureStore
+    from stylesift.classifiers.predict import Predictor
+    from stylesift.classifiers.train import train
+    from stylesift.featurizer.extract import Featurizer
+    from stylesift.featurizer.store import FeatureStore
 
     scratch = Path(tempfile.mkdtemp(prefix="stylesift-bench-"))
     try:

@@ -1,6 +1,6 @@
 """Throughput of ``--engine ray`` with 1 and 2 workers against local extraction, in one run on this machine.
 
-    .venv/bin/python -m scripts.bench_ray [--images DIR] [--n 160] [--batch-size 32] [--json]
+    .venv/bin/python benchmarks/ray_scaling.py [--images DIR] [--n 160] [--batch-size 32] [--json]
 
 Each mode extracts the same ``n`` images into a fresh store in a temporary folder; the network is
 loaded (and the Ray workers started) before the clock starts, and worker start-up is reported apart.
@@ -36,8 +36,8 @@ def main(argv=None) -> int:
 
     import ray
 
-    from featurizer.extract import Featurizer, list_images
-    from featurizer.ray_engine import RayEngine
+    from stylesift.featurizer.extract import Featurizer, list_images
+    from stylesift.featurizer.ray_engine import RayEngine
 
     files = list_images([args.images])[: args.n + args.batch_size]
     warm, files = files[: args.batch_size], files[args.batch_size:]

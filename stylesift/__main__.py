@@ -1,0 +1,5 @@
+"""``python -m stylesift`` runs the command line."""
+
+from stylesift.cli.main import main
+
+main()
