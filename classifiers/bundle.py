@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from stylesift.errors import StylesiftError
+from stylesift.featurizer.space import differences, fingerprint_id, same_space
 
 MAGIC = b"stylesift-bundle 1\n"
 FORMAT = "stylesift-bundle"
@@ -51,11 +52,6 @@ def current_versions() -> dict:
         own = "unknown"
     return {"stylesift": own, "scikit-learn": sklearn.__version__, "numpy": np.__version__,
             "joblib": joblib.__version__, "python": platform.python_version()}
-
-
-def fingerprint_id(fingerprint: dict) -> str:
-    # Same definition as featurizer.backbone.fingerprint_id, restated so reading a bundle needs no TF stack.
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -176,10 +172,9 @@ def read_header(path) -> dict:
 
 def check_fingerprint(header: dict, fingerprint: dict, path) -> None:
     """Raise :class:`BundleError` unless ``fingerprint`` is the feature space the bundle was trained in."""
-    if fingerprint_id(fingerprint) == fingerprint_id(header["fingerprint"]):
+    if same_space(header["fingerprint"], fingerprint):
         return
-    theirs = header["fingerprint"]
-    diff = {k: (theirs.get(k), fingerprint.get(k)) for k in sorted(set(theirs) | set(fingerprint)) if theirs.get(k) != fingerprint.get(k)}
+    diff = differences(header["fingerprint"], fingerprint)
     raise BundleError(f"{path}: trained on features of another feature space than the one scoring now; "
                       f"differences (bundle, now): {diff}. Score with the weights and store the model was "
                       "trained with, or retrain it from a store built by this featurizer (`stylesift train`).")

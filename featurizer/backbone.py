@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import numpy as np
 
+from stylesift.featurizer.space import FEATURE_DIM, INPUT_SIZE, PRECISIONS, fingerprint_id, resnet50_fingerprint
 from stylesift.featurizer.weights import Weights
 
-INPUT_SIZE = 224
-FEATURE_DIM = 2048
-# Precisions a backbone can run in; each is its own feature space (see :func:`backbone_fingerprint`).
-PRECISIONS = ("float32", "int8")
+__all__ = ["FEATURE_DIM", "INPUT_SIZE", "PRECISIONS", "Backbone", "backbone_fingerprint", "feature_fingerprint",
+           "fingerprint_id", "make_backbone", "preprocess"]
 
 
 def feature_fingerprint(weights: Weights, *, input_size: int = INPUT_SIZE) -> dict:
     """Everything that decides what a feature vector means; stores and model bundles carry it."""
-    return {
-        "backbone": "keras.applications.ResNet50",
-        "weights_sha256": weights.fingerprint,
-        "input_size": input_size,
-        "geometry": "whole image resized to a square, no crop (Pillow bilinear; JPEG draft decoding)",
-        "preprocessing": "keras.applications.resnet50.preprocess_input (caffe: BGR, ImageNet mean)",
-        "pooling": "global average",
-        "feature_dim": FEATURE_DIM,
-        "dtype": "float32",
-    }
+    return resnet50_fingerprint(weights.fingerprint, input_size=input_size)
 
 
 def backbone_fingerprint(weights: Weights, precision: str = "float32", *, input_size: int = INPUT_SIZE) -> dict:
@@ -54,11 +41,6 @@ def make_backbone(weights: Weights, precision: str = "float32", *, input_size: i
 
         return Int8Backbone(weights, input_size)
     raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-
-
-def fingerprint_id(fingerprint: dict) -> str:
-    """A short, stable id of a fingerprint dict (first 16 hex digits of its canonical sha256)."""
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def preprocess(batch: np.ndarray) -> np.ndarray:

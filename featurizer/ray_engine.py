@@ -31,7 +31,6 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from stylesift.errors import StylesiftError
-from stylesift.featurizer.backbone import INPUT_SIZE, fingerprint_id
 from stylesift.featurizer.extract import (
     DEFAULT_BATCH_SIZE,
     ExtractReport,
@@ -42,6 +41,7 @@ from stylesift.featurizer.extract import (
     ordered_map,
     prepare_file,
 )
+from stylesift.featurizer.space import INPUT_SIZE, differences, fingerprint_id, same_space
 from stylesift.featurizer.store import Failure, FeatureStore
 from stylesift.featurizer.weights import Weights
 
@@ -451,9 +451,8 @@ class _Worker:
         # The fingerprint of what was actually loaded, not what a cache record claims.
         loaded = replace(weights, fingerprint=values_fingerprint(self.backbone.model))
         self.fingerprint = feature_fingerprint(loaded, input_size=self.input_size)
-        if fingerprint_id(self.fingerprint) != fingerprint_id(expected):
-            diff = {k: (expected.get(k), self.fingerprint.get(k)) for k in sorted(set(expected) | set(self.fingerprint))
-                    if expected.get(k) != self.fingerprint.get(k)}
+        if not same_space(expected, self.fingerprint):
+            diff = differences(expected, self.fingerprint)
             self.refused = (f"Ray worker on {self.node} refused: its backbone gives another feature space than the "
                             f"store's; differences (driver, worker): {diff}. Give every node the same weights "
                             "(or let the driver ship them) and the same stylesift version.")

@@ -48,6 +48,7 @@ import h5py
 import numpy as np
 
 from stylesift.errors import StylesiftError
+from stylesift.featurizer.space import require_same
 
 FORMAT = "stylesift-store"
 FORMAT_VERSION = 1
@@ -349,18 +350,11 @@ class FeatureStore:
         return int(self._fingerprint["feature_dim"]) if self._fingerprint else 0
 
     def _check_fingerprint(self, fingerprint: dict) -> None:
-        from stylesift.featurizer.backbone import fingerprint_id
-
         if self._fingerprint is None:
             self._fingerprint = dict(fingerprint)
             return
-        if fingerprint_id(fingerprint) != fingerprint_id(self._fingerprint):
-            diff = {k: (self._fingerprint.get(k), fingerprint.get(k)) for k in set(fingerprint) | set(self._fingerprint)
-                    if self._fingerprint.get(k) != fingerprint.get(k)}
-            raise FeatureSpaceMismatch(
-                f"{self.path}: holds features of another feature space; differences (store, now): {diff}. "
-                "Use a new --store for this featurizer, or the weights the store was built with."
-            )
+        require_same(self._fingerprint, fingerprint, str(self.path),
+                     "Use a new --store for this featurizer, or the weights the store was built with.", FeatureSpaceMismatch)
 
     def _load(self) -> None:
         for attempt in range(50):  # a writer committed while we read: start over
