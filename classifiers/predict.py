@@ -16,8 +16,6 @@ import numpy as np
 
 from stylesift.classifiers.bundle import Bundle, BundleError, check_fingerprint, read_header
 
-DEFAULT_STORE = Path("artifacts/features.h5")
-
 
 @dataclass
 class ScoreResult:
@@ -81,7 +79,7 @@ class Predictor:
         Explicit weights file for the featurizer.
     """
 
-    def __init__(self, bundle: Bundle, store=DEFAULT_STORE, *, featurizer=None, weights=None):
+    def __init__(self, bundle: Bundle, store, *, featurizer=None, weights=None):
         from stylesift.featurizer.extract import Featurizer
 
         self.bundle = bundle
@@ -90,7 +88,7 @@ class Predictor:
         check_fingerprint(bundle.header(b""), self.featurizer.fingerprint, "model bundle")
 
     @classmethod
-    def load(cls, model, store=DEFAULT_STORE, *, weights=None, featurizer=None) -> "Predictor":
+    def load(cls, model, store, *, weights=None, featurizer=None) -> "Predictor":
         """Load the bundle at ``model`` after checking it against this featurizer and ``store``.
 
         The bundle's checksum, feature-space fingerprint (against the featurizer's and, when it

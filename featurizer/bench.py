@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from stylesift.errors import StylesiftError
 from stylesift.featurizer.extract import Featurizer, list_images, prepare_file
 
 PHONE_SIZE = (4032, 3024)  # 12.2 megapixels, the size of a typical phone camera's photo
@@ -168,7 +169,7 @@ def time_extract(featurizer: Featurizer, files: Sequence[Path], store: Path, *, 
     before = rss_mib()
     report = featurizer.extract(files, store)
     if report.failed:
-        raise RuntimeError(f"bench: {len(report.failed)} files failed to extract, e.g. {report.failed[0]['error']}")
+        raise StylesiftError(f"bench: {len(report.failed)} files failed to extract, e.g. {report.failed[0]['error']}")
     return Stage(name, report.new, report.seconds, (before, rss_mib()))
 
 
@@ -209,7 +210,7 @@ def run_bench(files: Sequence[Path], *, precisions: Sequence[str] = ("float32",)
     """
     files = [Path(f) for f in files]
     if not files:
-        raise ValueError("bench: no image files to time")
+        raise StylesiftError("bench: no image files to time")
     machine = machine_info()
     featurizers = {p: Featurizer(weights, batch_size=batch_size, workers=workers, precision=p) for p in precisions}
     workers = next(iter(featurizers.values())).workers
@@ -268,7 +269,7 @@ def soak(sources: Sequence[Path], count: int, *, precision: str = "int8", batch_
     """
     jpegs = [Path(s) for s in sources if Path(s).suffix.lower() in (".jpg", ".jpeg")]
     if not jpegs:
-        raise ValueError("soak: needs JPEG sources (their copies differ only after the end marker)")
+        raise StylesiftError("soak: needs JPEG sources (their copies differ only after the end marker)")
     fz = Featurizer(weights, batch_size=batch_size, workers=workers, precision=precision)
     fz.backbone(np.zeros((batch_size, fz.input_size, fz.input_size, 3), np.uint8))
     samples: list[list[float]] = []
@@ -315,7 +316,7 @@ def compare_stores(reference, other, *, labels: Sequence[str] = ("positive", "ne
     where = {s: i for i, s in enumerate(sha_oth)}
     common = [i for i, s in enumerate(sha_ref) if s in where]
     if len(common) < 2 * folds:
-        raise ValueError(f"{reference} and {other} share only {len(common)} labelled images; extract the same folders into both")
+        raise StylesiftError(f"{reference} and {other} share only {len(common)} labelled images; extract the same folders into both")
     x_ref, y = x_ref[common], y_ref[common]
     x_oth = x_oth[[where[s] for s in sha_ref[common]]]
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(x_ref, y))

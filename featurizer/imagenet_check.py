@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stylesift.errors import StylesiftError
 from stylesift.featurizer.backbone import preprocess
 from stylesift.featurizer.images import load_image
 from stylesift.featurizer.weights import Weights
@@ -25,7 +26,7 @@ def check_imagenet(weights: Weights) -> dict:
     import skimage.data
 
     if weights.top is None:
-        raise ValueError(f"{weights.notop}: these weights have no classifier head, so they cannot be checked; "
+        raise StylesiftError(f"{weights.notop}: these weights have no classifier head, so they cannot be checked; "
                          "give a weights file with the top (include_top=True)")
     model = keras.applications.ResNet50(weights=None, include_top=True)
     model.load_weights(str(weights.top))

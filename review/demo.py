@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from stylesift.errors import StylesiftError
 from stylesift.review.demo_data import DemoSet, make_demo_set
 from stylesift.review.report import ReportSummary, write_score_report
 
@@ -100,7 +101,7 @@ def run_demo(root: str | os.PathLike = DEFAULT_ROOT, *, n_train: int = 40, n_new
         with _maybe(progress, f"extracting {label}") as bar:
             report = featurizer.extract(paths, store, label=label, progress=bar)
         if report.failed:
-            raise RuntimeError(f"{store}: demo images failed to featurize: {report.failed[:3]}")
+            raise StylesiftError(f"{store}: demo images failed to featurize: {report.failed[:3]}")
     step("extract", f"extracted features into {store}")
 
     from stylesift.classifiers.compare import compare

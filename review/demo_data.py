@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
+from stylesift.errors import StylesiftError
 from stylesift.featurizer.images import to_rgb
 
 # (name, package, file inside the package's data folder). All colour or grey photographs of real scenes.
@@ -126,7 +127,7 @@ def make_demo_set(root: str | os.PathLike, *, n_train: int = 72, n_new: int = 24
     held = [n for n in HELD_BACK_PHOTOS if n in photos]
     train_names = [n for n in photos if n not in held]
     if len(train_names) < 3 or not held:
-        raise RuntimeError(f"only {len(photos)} demo photos found ({', '.join(photos) or 'none'}); "
+        raise StylesiftError(f"only {len(photos)} demo photos found ({', '.join(photos) or 'none'}); "
                            "reinstall scikit-image, matplotlib and scikit-learn with their data files")
     originals = {n: _open_photo(p) for n, p in photos.items()}
     demo = DemoSet(root, sources={n: str(p) for n, p in photos.items()}, train_photos=train_names)

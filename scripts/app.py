@@ -1,4 +1,8 @@
-"""The typer application and the little the commands share: stderr console, JSON output, exit codes."""
+"""The typer application and the little the commands share: stderr console, JSON output, exit codes.
+
+Errors: a :class:`~stylesift.errors.StylesiftError` raised anywhere below a command is printed here,
+once, as ``error: …`` with exit 1 (:class:`_Group`). Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,24 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+from stylesift.errors import StylesiftError
+
+
+class _Group(TyperGroup):
+    """The root command group: the one place where a user-fixable error becomes ``error: …`` and exit 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except StylesiftError as exc:
+            raise fail(str(exc)) from None
+
 
 app = typer.Typer(
     name="stylesift",
+    cls=_Group,
     help="Learn a visual style from example images and pick matching images out of a stream.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -42,9 +61,15 @@ def print_json(obj) -> None:
 
 
 def fail(message: str, code: int = EXIT_FATAL) -> typer.Exit:
-    """Print an error on stderr and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print an error on stderr and return the Exit to raise (the message is never read as markup)."""
+    err.print("error:", style="bold red", end=" ")
+    say(message)
     return typer.Exit(code)
+
+
+def say(message: str) -> None:
+    """One line on stderr, taken literally: file names such as ``[bold]x.jpg`` stay as they are."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 @contextmanager

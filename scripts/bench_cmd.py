@@ -1,4 +1,8 @@
-"""The ``bench`` command: where extraction time goes, against a naive loop, in one run."""
+"""The ``bench`` group: where extraction time goes, against a naive loop, in one run.
+
+``stylesift bench --images DIR`` (no subcommand) times extraction as it always did; other
+measurements are subcommands of the group (``stylesift bench store``, ``stylesift bench loop``).
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,34 @@ from typing import List, Optional, Tuple
 
 import typer
 
-from stylesift.cli.app import app, err, fail, print_json, progress_bar
+from stylesift.cli.app import err, fail, print_json, progress_bar, say
+from stylesift.cli.options import BatchOpt, JsonOpt
+
+bench_app = typer.Typer(help="Benchmarks that print numbers: extraction (no subcommand), and the subcommands below.",
+                        invoke_without_command=True, no_args_is_help=False)
 
 
-@app.command()
+@bench_app.callback()
 def bench(
-    images: List[Path] = typer.Option([Path("../shared/data")], "--images", help="Image files and folders to time on (repeatable)."),
+    ctx: typer.Context,
+    images: List[Path] = typer.Option([], "--images", help="Image files and folders to time on (repeatable; needed without a subcommand)."),
     limit: int = typer.Option(256, "--limit", min=1, help="At most this many files, spread evenly over the sorted list."),
     phone_size: bool = typer.Option(False, "--phone-size", help="Time on 12-megapixel JPEG copies (4032×3024) made from the images, --limit of them, in a temporary folder."),
     precision: List[str] = typer.Option(["float32", "int8"], "--precision", help="Backbones to time; the first is the baseline (int8 is skipped when its extra is missing)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per network call."),
+    batch_size: BatchOpt = 32,
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding threads (default: CPU count)."),
     naive: bool = typer.Option(True, "--naive/--no-naive", help="Also time the naive article-style loop."),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Rounds of all stages, interleaved; each stage keeps its fastest (least disturbed) round."),
     soak: int = typer.Option(0, "--soak", min=0, help="Instead: extract this many distinct copies of the images into a fresh store and report resident memory along the way."),
     compare: Optional[Tuple[Path, Path]] = typer.Option(None, "--compare", help="Instead: REFERENCE OTHER stores of the same labelled images (positive/negative): per-image cosine agreement and cross-validated accuracy/AUC of each."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    json_out: JsonOpt = False,
 ):
     """Time decode, backbone, full extract and a naive loop on the same images; print rates and ratios."""
+    if ctx.invoked_subcommand is not None:
+        return
     from stylesift.featurizer import bench as b
-    from stylesift.featurizer.backbone import PRECISIONS
     from stylesift.featurizer.fast_backbone import FastBackboneUnavailable, require_runtime
-    from stylesift.featurizer.weights import WeightsNotFound
+    from stylesift.featurizer.space import PRECISIONS
 
     for p in precision:
         if p not in PRECISIONS:
@@ -38,15 +48,10 @@ def bench(
         require_runtime()
     except FastBackboneUnavailable as exc:
         if "int8" in precision:
-            err.print(f"skipping int8: {exc}", highlight=False)
+            say(f"skipping int8: {exc}")
             precision = [p for p in precision if p != "int8"]
     if compare:
-        from stylesift.featurizer.store import StoreError
-
-        try:
-            result = b.compare_stores(*compare)
-        except (StoreError, ValueError) as exc:
-            raise fail(str(exc))
+        result = b.compare_stores(*compare)
         if json_out:
             print_json(result)
         else:
@@ -56,26 +61,25 @@ def bench(
                        f"({result['accuracy_difference']:+.2f} points), ROC AUC {result['reference_roc_auc']:.2f} → "
                        f"{result['other_roc_auc']:.2f} ({result['roc_auc_difference']:+.2f})")
         return
+    if not images:
+        raise typer.BadParameter("give the images to time on, e.g. --images ../shared/data", param_hint="--images")
     missing = [str(p) for p in images if not p.exists()]
     if missing:
         raise fail(f"no such image folder or file: {', '.join(missing)}")
-    try:
-        with tempfile.TemporaryDirectory(prefix="stylesift-phone-") as tmp:
-            if soak:
-                with progress_bar(f"soak ({precision[-1]})", not json_out) as bar:
-                    result = b.soak(b.list_images(images), soak, precision=precision[-1], batch_size=batch_size,
-                                    workers=workers, progress=bar)
-                _show_soak(result, json_out)
-                return
-            files = b.sample_files(images, None if phone_size else limit)
-            if phone_size:
-                with progress_bar("writing phone-size JPEGs", not json_out) as bar:
-                    files = b.make_phone_jpegs(files, Path(tmp), limit, progress=bar)
-            with err.status("timing") as status:
-                result = b.run_bench(files, precisions=precision, batch_size=batch_size, workers=workers, naive=naive, repeat=repeat,
-                                     log=lambda message: status.update(f"timing: {message}"))
-    except (WeightsNotFound, FastBackboneUnavailable, ValueError, RuntimeError) as exc:
-        raise fail(str(exc))
+    with tempfile.TemporaryDirectory(prefix="stylesift-phone-") as tmp:
+        if soak:
+            with progress_bar(f"soak ({precision[-1]})", not json_out) as bar:
+                result = b.soak(b.list_images(images), soak, precision=precision[-1], batch_size=batch_size,
+                                workers=workers, progress=bar)
+            _show_soak(result, json_out)
+            return
+        files = b.sample_files(images, None if phone_size else limit)
+        if phone_size:
+            with progress_bar("writing phone-size JPEGs", not json_out) as bar:
+                files = b.make_phone_jpegs(files, Path(tmp), limit, progress=bar)
+        with err.status("timing") as status:
+            result = b.run_bench(files, precisions=precision, batch_size=batch_size, workers=workers, naive=naive, repeat=repeat,
+                                 log=lambda message: status.update(f"timing: {message}"))
     result["images"] = [str(p) for p in images]
     result["phone_size"] = phone_size
     if json_out:

@@ -9,22 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from stylesift.cli.app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, app, err, fail, print_json, progress_bar
-
-DEFAULT_STORE = Path("artifacts/features.h5")
-StoreOption = typer.Option(DEFAULT_STORE, "--store", help="HDF5 feature store with labelled rows (read only).")
-PositiveOption = typer.Option(..., "--positive", help="Store label of the images to find (the style).")
-RecallOption = typer.Option(0.9, "--target-recall", min=0.01, max=0.99,
-                            help="One-class methods: share of held-out positives kept above the threshold.")
-JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout.")
-
-
-def _user_errors():
-    from stylesift.classifiers.bundle import BundleError
-    from stylesift.classifiers.train import TrainingError
-    from stylesift.featurizer.store import StoreError
-
-    return (BundleError, TrainingError, StoreError, ValueError)
+from stylesift.cli.app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, err, fail, print_json, progress_bar, say
+from stylesift.cli.options import DEFAULT_STORE, JsonOpt, PositiveOpt, RecallOpt, StoreOpt, VerboseOpt, WeightsOpt
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
@@ -39,28 +25,24 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     Console(width=max(100, os.get_terminal_size(0).columns if os.isatty(0) else 120)).print(table)
 
 
-@app.command()
 def compare(
-    store: Path = StoreOption,
-    positive: str = PositiveOption,
+    positive: PositiveOpt,
+    store: StoreOpt = DEFAULT_STORE,
     negative: str = typer.Option(..., "--negative", help="Store label of the images to leave out."),
     folds: int = typer.Option(5, "--folds", min=2, help="Stratified folds, identical for every method."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset of methods (default: all)."),
-    target_recall: float = RecallOption,
+    target_recall: RecallOpt = 0.9,
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for roc.png and precision-recall.png."),
-    json_out: bool = JsonOption,
+    json_out: JsonOpt = False,
 ):
     """Run every method on the same folds: accuracy, ROC AUC, average precision, precision@5%, fit time."""
     from stylesift.classifiers.compare import compare as run_compare
     from stylesift.classifiers.train import load_labelled
 
-    try:
-        data = load_labelled(store, positive, negative)
-        with progress_bar("comparing (method × fold)", enabled=not json_out, unit="fits") as bar:
-            result = run_compare(data.X, data.positive, folds=folds, target_recall=target_recall, progress=bar,
-                                 methods=[m.strip() for m in methods.split(",")] if methods else None)
-    except _user_errors() as exc:
-        raise fail(str(exc))
+    data = load_labelled(store, positive, negative)
+    with progress_bar("comparing (method × fold)", enabled=not json_out, unit="fits") as bar:
+        result = run_compare(data.X, data.positive, folds=folds, target_recall=target_recall, progress=bar,
+                             methods=[m.strip() for m in methods.split(",")] if methods else None)
     out = result.to_dict()
     out.update(store=str(store), positive=positive, negative=negative)
     if plots:
@@ -83,26 +65,22 @@ def compare(
         typer.echo(f"plot: {p}")
 
 
-@app.command()
 def train(
-    store: Path = StoreOption,
-    positive: str = PositiveOption,
+    positive: PositiveOpt,
+    store: StoreOpt = DEFAULT_STORE,
     negative: Optional[str] = typer.Option(None, "--negative", help="Store label of counter-examples (needed by two-class and head)."),
     method: str = typer.Option("two-class", "--method",
                                help="two-class | one-class | head | nearest-positives | two-class-default | one-class-default"),
     out: Path = typer.Option(..., "--out", help="Model bundle to write, e.g. artifacts/model.joblib."),
-    target_recall: float = RecallOption,
-    json_out: bool = JsonOption,
+    target_recall: RecallOpt = 0.9,
+    json_out: JsonOpt = False,
 ):
     """Train a model from the store's labelled features and save it as one bundle file."""
     from stylesift.classifiers.train import train as run_train
 
-    try:
-        with err.status(f"training {method}"):
-            bundle = run_train(store, positive, negative, method, target_recall=target_recall)
-        bundle.save(out)
-    except _user_errors() as exc:
-        raise fail(str(exc))
+    with err.status(f"training {method}"):
+        bundle = run_train(store, positive, negative, method, target_recall=target_recall)
+    bundle.save(out)
     s = bundle.summary
     if json_out:
         print_json({"model": str(out), "threshold": bundle.threshold, "fingerprint_id": bundle.fingerprint_id, **s})
@@ -118,26 +96,22 @@ def train(
         typer.echo(f"held-out validation: {auc}recall {v['recall']:.3f} at the threshold (target {v['target_recall']})")
     typer.echo(f"threshold: {bundle.threshold:.6g}")
     for note in s["notes"]:
-        err.print(f"note: {note}", highlight=False)
+        say(f"note: {note}")
 
 
-@app.command()
 def tune(
-    store: Path = StoreOption,
-    positive: str = PositiveOption,
+    positive: PositiveOpt,
+    store: StoreOpt = DEFAULT_STORE,
     negative: Optional[str] = typer.Option(None, "--negative", help="Store label of counter-examples, used only to validate."),
-    target_recall: float = RecallOption,
+    target_recall: RecallOpt = 0.9,
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG with validation ROC and precision-recall curves and the grid."),
-    json_out: bool = JsonOption,
+    json_out: JsonOpt = False,
 ):
     """The one-class SVM search alone: gamma × nu × preprocessing, ranked by validation ROC AUC."""
     from stylesift.classifiers.train import tune as run_tune
 
-    try:
-        with err.status("searching gamma × nu (fits on positives only)"):
-            result = run_tune(store, positive, negative, target_recall=target_recall)
-    except _user_errors() as exc:
-        raise fail(str(exc))
+    with err.status("searching gamma × nu (fits on positives only)"):
+        result = run_tune(store, positive, negative, target_recall=target_recall)
     out = result.to_dict()
     if plot:
         from stylesift.classifiers.plots import save_tune_plot
@@ -160,12 +134,11 @@ def tune(
     if d["roc_auc"] is not None:
         typer.echo(f"article default (PCA 512 whitened, gamma 0.011, nu 0.08): validation ROC AUC {d['roc_auc']:.4f}")
     for note in out["notes"]:
-        err.print(f"note: {note}", highlight=False)
+        say(f"note: {note}")
     if plot:
         typer.echo(f"plot: {out['plot']}")
 
 
-@app.command()
 def score(
     model: Path = typer.Argument(..., help="Model bundle written by `stylesift train`."),
     paths: List[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
@@ -175,29 +148,25 @@ def score(
     top_fraction: Optional[float] = typer.Option(None, "--top-fraction", min=0.0, max=1.0, help="Select the highest fraction F."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV: path, sha256, score, selected, error."),
     report: Optional[Path] = typer.Option(None, "--report", help="HTML contact sheet: picks with thumbnails, borderline band, failures."),
-    weights_file: Optional[Path] = typer.Option(None, "--weights", help="Explicit ResNet50 weights file."),
+    weights_file: WeightsOpt = None,
+    verbose: VerboseOpt = False,
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list of {path, sha256, score, selected} on stdout."),
 ):
     """Score images with a model: one row per image (higher score = more like the positives)."""
     from stylesift.classifiers.predict import Predictor
-    from stylesift.featurizer.weights import WeightsNotFound
 
     if sum(x is not None for x in (threshold, top_k, top_fraction)) > 1:
         raise fail("choose one of --threshold, --top-k and --top-fraction", EXIT_USAGE)
-    try:
-        predictor = Predictor.load(model, store, weights=weights_file)
-        with progress_bar("scoring", enabled=not json_out) as bar:
-            result = predictor.score(paths, threshold=threshold, top_k=top_k, top_fraction=top_fraction, progress=bar)
-    except (WeightsNotFound, *_user_errors()) as exc:
-        raise fail(str(exc))
+    predictor = Predictor.load(model, store, weights=weights_file)
+    with progress_bar("scoring", enabled=not json_out) as bar:
+        result = predictor.score(paths, threshold=threshold, top_k=top_k, top_fraction=top_fraction, progress=bar)
     if out:
-        _write_csv(out, result)
+        write_scores_csv(out, result)
     if report:
         from stylesift.review.report import write_score_report
 
         sheet = write_score_report(report, result, predictor.bundle, store, model=model)
-        err.print(f"report: {sheet.path} ({sheet.selected} selected, {sheet.borderline} borderline, {sheet.failed} failed)",
-                  highlight=False, soft_wrap=True)
+        say(f"report: {sheet.path} ({sheet.selected} selected, {sheet.borderline} borderline, {sheet.failed} failed)")
     if json_out:
         print_json(result.rows)
     else:
@@ -208,7 +177,7 @@ def score(
         typer.echo(f"{sum(r['selected'] for r in result.rows)} of {len(result.rows)} selected ({how})"
                    + (f"; {len(result.failed)} failed" if result.failed else "") + (f"; written to {out}" if out else ""))
     for f in result.failed:
-        err.print(f"  failed: {f['error']}", highlight=False, soft_wrap=True)
+        say(f"  failed: {f['error']}")
     if result.interrupted:
         err.print("interrupted: the images featurized so far are cached in the store; run again to finish.")
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -216,7 +185,8 @@ def score(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _write_csv(path: Path, result) -> None:
+def write_scores_csv(path: Path, result) -> None:
+    """The scores CSV (path, sha256, score, selected, error), written atomically; the one writer of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", newline="") as fh:

@@ -8,9 +8,10 @@ from typing import List, Optional
 
 import typer
 
-from stylesift.cli.app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, app, err, fail, print_json, progress_bar
+from stylesift.cli.app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, err, fail, print_json, progress_bar, say
+from stylesift.cli.options import DEFAULT_STORE, BatchOpt, JsonOpt, StoreArg, VerboseOpt, WeightsOpt
 
-DEFAULT_STORE = Path("artifacts/features.h5")
+
 class Engine(str, Enum):
     local = "local"
     ray = "ray"
@@ -21,30 +22,20 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
-WeightsOption = typer.Option(None, "--weights", help="Explicit ResNet50 weights file (else $STYLESIFT_WEIGHTS, the cache, Keras, npm).")
-
-
-@app.command()
 def weights(
     check: bool = typer.Option(False, "--check", help="Prove they are ImageNet weights by classifying two known photos."),
-    weights_file: Optional[Path] = WeightsOption,
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    weights_file: WeightsOpt = None,
+    json_out: JsonOpt = False,
 ):
     """Find (or fetch and convert) the ImageNet ResNet50 weights and print where they are."""
     from stylesift.featurizer.imagenet_check import check_imagenet
-    from stylesift.featurizer.weights import WeightsNotFound, resolve
+    from stylesift.featurizer.weights import resolve
 
-    try:
-        with err.status("resolving ResNet50 ImageNet weights (first time: fetch and convert, ~1 min)"):
-            w = resolve(weights_file)
-    except WeightsNotFound as exc:
-        raise fail(str(exc))
+    with err.status("resolving ResNet50 ImageNet weights (first time: fetch and convert, ~1 min)"):
+        w = resolve(weights_file)
     result = w.to_dict()
     if check:
-        try:
-            result["check"] = check_imagenet(w)
-        except ValueError as exc:
-            raise fail(str(exc))
+        result["check"] = check_imagenet(w)
     if json_out:
         print_json(result)
         return
@@ -56,25 +47,22 @@ def weights(
         raise typer.Exit(1)
 
 
-@app.command()
 def extract(
     paths: List[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="HDF5 feature store to add to (created if missing)."),
     label: Optional[str] = typer.Option(None, "--label", help="Label for these images, e.g. good / ordinary."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per network call."),
+    batch_size: BatchOpt = 32,
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="local: decoding threads (default: CPU count); ray: worker actors (default: one per cluster CPU)."),
     engine: Engine = typer.Option(Engine.local, "--engine", help="local: this machine; ray: Ray worker actors, the store written here (pip install 'stylesift\\[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster for --engine ray: auto, HOST:6379 or ray://HOST:10001 (default: $RAY_ADDRESS, else a Ray instance on this machine)."),
     precision: Precision = typer.Option(Precision.float32, "--precision", help="float32: Keras; int8: ONNX Runtime, about 2× faster, its own feature space (pip install 'stylesift\\[fast]')."),
-    weights_file: Optional[Path] = WeightsOption,
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    weights_file: WeightsOpt = None,
+    verbose: VerboseOpt = False,
+    json_out: JsonOpt = False,
 ):
     """Featurize images into the store; content already there is not featurized again."""
     from stylesift.featurizer.extract import Featurizer
-    from stylesift.featurizer.fast_backbone import FastBackboneUnavailable
-    from stylesift.featurizer.ray_engine import RayEngine, RayEngineError
-    from stylesift.featurizer.store import StoreError
-    from stylesift.featurizer.weights import WeightsNotFound
+    from stylesift.featurizer.ray_engine import RayEngine
 
     if address and engine is not Engine.ray:
         raise typer.BadParameter("only means something with --engine ray", param_hint="--address")
@@ -92,8 +80,6 @@ def extract(
                     build_int8_model(featurizer.weights, input_size=featurizer.input_size)
         with progress_bar("extracting") as bar:
             report = featurizer.extract(paths, store, label=label, progress=bar)
-    except (WeightsNotFound, StoreError, RayEngineError, FastBackboneUnavailable) as exc:
-        raise fail(str(exc))
     except KeyboardInterrupt:  # before the first file, or a second Ctrl-C while saving
         raise fail(f"interrupted; every batch that was finished is kept in {store}; "
                    "run the same command again to resume", EXIT_INTERRUPTED)
@@ -102,9 +88,9 @@ def extract(
     else:
         typer.echo(f"{store}: {report.new} new, {report.cached} cached, {len(report.failed)} failed; "
                    f"{report.rows} rows ({report.images_per_second:.1f} new images/s)")
-        for failure in report.failed[:20]:
-            err.print(f"  failed: {failure['error']}", highlight=False, soft_wrap=True)
-        if len(report.failed) > 20:
+        for failure in report.failed if verbose else report.failed[:20]:
+            say(f"  failed: {failure['error']}")
+        if len(report.failed) > 20 and not verbose:
             err.print(f"  … and {len(report.failed) - 20} more (see `stylesift info {store}`)")
     if report.interrupted:
         err.print(f"interrupted: {report.new} new images were saved to {store}; run the same command again to resume.")
@@ -113,19 +99,15 @@ def extract(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-@app.command()
 def info(
-    store: Path = typer.Argument(DEFAULT_STORE, help="HDF5 feature store."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    store: StoreArg = DEFAULT_STORE,
+    json_out: JsonOpt = False,
 ):
     """Rows, feature dimension, counts per label, failures and fingerprint of a store."""
-    from stylesift.featurizer.backbone import fingerprint_id
-    from stylesift.featurizer.store import FeatureStore, StoreError
+    from stylesift.featurizer.space import fingerprint_id
+    from stylesift.featurizer.store import FeatureStore
 
-    try:
-        st = FeatureStore(store)
-    except StoreError as exc:
-        raise fail(str(exc))
+    st = FeatureStore(store)
     fp = st.fingerprint or {}
     result = {"store": str(store), "rows": len(st), "feature_dim": fp.get("feature_dim"),
               "labels": st.label_counts(), "failures": [f.__dict__ for f in st.failures],
@@ -138,5 +120,5 @@ def info(
         typer.echo(f"  {name or '(unlabelled)'}: {count}")
     typer.echo(f"failures: {len(result['failures'])}")
     for f in result["failures"][:20]:
-        typer.echo(f"  {f['reason']}")
+        typer.echo(f"  {f['reason']}")  # plain echo: never read as markup
     typer.echo(f"fingerprint {result['fingerprint_id']}: " + ", ".join(f"{k}={v}" for k, v in fp.items()))

@@ -1,4 +1,8 @@
-"""Entry point of the ``stylesift`` command: one module of commands per part of the library."""
+"""Entry point of the ``stylesift`` command: every command is registered here, explicitly.
+
+Command modules only define functions (parse, call the library, print); this list is the CLI's table
+of contents. Importing it loads no TensorFlow: commands import the library inside their bodies.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,22 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
 
-from stylesift.cli import (
-    bench_cmd,  # noqa: E402,F401  (registers commands)
-    classifier_cmds,  # noqa: E402,F401  (registers commands)
-    featurizer_cmds,  # noqa: E402,F401  (registers commands)
-    review_cmds,  # noqa: E402,F401  (registers commands)
-)
+from stylesift.cli import bench_cmd, classifier_cmds, featurizer_cmds, review_cmds  # noqa: E402
 from stylesift.cli.app import app  # noqa: E402
+
+# images and the feature store
+app.command()(featurizer_cmds.weights)
+app.command()(featurizer_cmds.extract)
+app.command()(featurizer_cmds.info)
+# models on stored features
+app.command()(classifier_cmds.compare)
+app.command()(classifier_cmds.train)
+app.command()(classifier_cmds.tune)
+app.command()(classifier_cmds.score)
+# people
+app.command()(review_cmds.demo)
+# measurements
+app.add_typer(bench_cmd.bench_app, name="bench")
 
 
 def main() -> None:

@@ -4,29 +4,26 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from stylesift.cli.app import EXIT_INTERRUPTED, app, err, fail, print_json, progress_bar
+from stylesift.cli.app import EXIT_INTERRUPTED, err, print_json, progress_bar, say
+from stylesift.cli.options import JsonOpt, WeightsOpt
 
 
-@app.command()
 def demo(
     out: Path = typer.Option(Path("artifacts/demo"), "--out", help="Folder for the demo's images, store, model, scores, report and plots."),
     per_class: int = typer.Option(40, "--per-class", min=8, help="Training images per class."),
     new: int = typer.Option(16, "--new", min=2, help="Held-back images per class to score."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the crops and renders."),
     folds: int = typer.Option(5, "--folds", min=2, help="Stratified folds of the comparison."),
-    weights_file: Optional[Path] = typer.Option(None, "--weights", help="Explicit ResNet50 weights file."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    weights_file: WeightsOpt = None,
+    json_out: JsonOpt = False,
 ):
     """Run the whole pipeline on built-in images: extract, compare, train, score new uploads, write the report."""
-    from stylesift.featurizer.store import StoreError
-    from stylesift.featurizer.weights import WeightsNotFound
     from stylesift.review.demo import run_demo
 
-    say = (lambda line: err.print(line, highlight=False, soft_wrap=True)) if json_out else typer.echo
+    tell = say if json_out else typer.echo
 
     @contextmanager
     def bar(description):
@@ -34,10 +31,8 @@ def demo(
             yield update
 
     try:
-        result = run_demo(out, n_train=per_class, n_new=new, seed=seed, folds=folds, weights=weights_file, say=say,
+        result = run_demo(out, n_train=per_class, n_new=new, seed=seed, folds=folds, weights=weights_file, say=tell,
                           progress=bar)
-    except (WeightsNotFound, StoreError, RuntimeError) as exc:
-        raise fail(str(exc))
     except KeyboardInterrupt:
         err.print(f"interrupted; run `stylesift demo` again to resume (features already extracted are kept in {out})")
         raise typer.Exit(EXIT_INTERRUPTED)

@@ -1,0 +1,24 @@
+"""Options shared by several commands, defined once (typer ``Annotated`` style).
+
+The default store path lives here and nowhere in the library: library calls always take a store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DEFAULT_STORE = Path("artifacts/features.h5")
+
+StoreOpt = Annotated[Path, typer.Option("--store", help="HDF5 feature store.")]
+StoreArg = Annotated[Path, typer.Argument(help="HDF5 feature store.")]
+WeightsOpt = Annotated[Optional[Path], typer.Option(
+    "--weights", help="Explicit ResNet50 weights file (else $STYLESIFT_WEIGHTS, the cache, Keras, npm).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Say more: every skipped or failed file, runtime notices.")]
+PositiveOpt = Annotated[str, typer.Option("--positive", help="Store label of the images to find (the style).")]
+RecallOpt = Annotated[float, typer.Option(
+    "--target-recall", min=0.01, max=0.99, help="One-class methods: share of held-out positives kept above the threshold.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per network call.")]
