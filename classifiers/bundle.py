@@ -1,16 +1,26 @@
 """The model bundle: one file holding a fitted pipeline, its threshold and everything needed to trust it.
 
-Layout (one file, conventionally ``MODEL.joblib``)::
+Layout (one file, conventionally ``MODEL.ssmodel``)::
 
-    stylesift-bundle 1\\n           magic line
-    {...}\\n                        header: one line of JSON, readable without unpickling anything
-    <joblib bytes>                 payload: {"pipeline", "train_sha256", "train_labels"}
+    stylesift-bundle 2\\n           magic line
+    {...}\\n                        header: one line of JSON, readable without loading the model
+    <skops zip>                    payload: {"pipeline", "train_sha256", "train_labels"}
 
-The payload is a pickle, and unpickling runs code. So the header records the payload's size and
-sha256, and :meth:`Bundle.load` checks them, the feature-space fingerprint and the library versions
-*before* it unpickles. The checksum catches corrupted, truncated or spliced files; it is not a
-signature (whoever can write the file can rewrite the header), so bundles must come from a trusted
-place, like any pickle.
+The payload is a `skops <https://skops.readthedocs.io>`_ file: a zip of one JSON schema and plain
+``.npy`` arrays (read with ``allow_pickle=False``). Nothing in it is a pickle, and every object it
+would build is named in the schema, so :meth:`Bundle.load` reads the schema first and refuses the
+file, naming the offenders, unless every type is on :data:`ALLOWED_TYPES` (exactly the types the
+methods need) and every node kind on :data:`ALLOWED_NODES`; only then does skops build the objects,
+audited again against the same list. Loading a bundle therefore runs no code chosen by the file.
+
+The header records the payload's size and sha256; they are checked, with the feature-space
+fingerprint and the library versions, before anything is built. The checksum catches corrupted,
+truncated or spliced files; it is not a signature (whoever can write the file can rewrite the
+header), which is why the payload itself must be inert.
+
+Format 1 (``stylesift-bundle 1``, stylesift 0.2 and older) held a joblib pickle. It is refused
+everywhere except :func:`upgrade` (``stylesift model upgrade OLD NEW --trust-pickle``), which the
+user runs knowingly on a file from a source they trust.
 """
 
 from __future__ import annotations
@@ -18,9 +28,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,10 +41,43 @@ import numpy as np
 from stylesift.errors import StylesiftError
 from stylesift.featurizer.space import differences, fingerprint_id, same_space
 
-MAGIC = b"stylesift-bundle 1\n"
+MAGIC = b"stylesift-bundle 2\n"
+LEGACY_MAGIC = b"stylesift-bundle 1\n"  # format 1: a joblib pickle payload
 FORMAT = "stylesift-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+EXTENSION = ".ssmodel"
 MAX_HEADER_BYTES = 64 << 20
+MAX_PAYLOAD_BYTES = 4 << 30  # on disk, and again for the arrays unpacked from it
+MAX_SCHEMA_BYTES = 64 << 20
+UPGRADE_COMMAND = "stylesift model upgrade OLD NEW --trust-pickle"
+
+# The node kinds of a skops schema a bundle may use: containers, JSON scalars, plain arrays, numpy
+# scalar types and objects rebuilt from their attribute dict. Function, method, partial, reduce and
+# operator nodes (the ones that call something by name) are refused outright.
+ALLOWED_NODES = frozenset({"ObjectNode", "DictNode", "ListNode", "TupleNode", "JsonNode", "NdArrayNode", "TypeNode",
+                           "CachedNode"})
+
+
+def _allowed_types() -> frozenset[str]:
+    """``module.Name`` of exactly the types the methods' fitted pipelines hold (see classifiers/methods.py)."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics._dist_metrics import EuclideanDistance64
+    from sklearn.neighbors import BallTree, KDTree, NearestNeighbors
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, OneClassSVM
+
+    from stylesift.classifiers.distance import KNearestScore
+    from stylesift.classifiers.one_class import ScaledOneClassSVM
+    from stylesift.classifiers.preprocess import CappedPCA, PowerNormalizer
+
+    types = [dict, list, tuple, str, int, float, bool, type(None),
+             np.ndarray, np.float64, np.float32, np.int64, np.int32, np.bool_,
+             Pipeline, PCA, SVC, OneClassSVM, LogisticRegression, StandardScaler,
+             NearestNeighbors, KDTree, BallTree, EuclideanDistance64,
+             CappedPCA, PowerNormalizer, ScaledOneClassSVM, KNearestScore]
+    return frozenset(f"{t.__module__}.{t.__name__}" for t in types)
 
 
 class BundleError(StylesiftError, RuntimeError):
@@ -40,18 +85,18 @@ class BundleError(StylesiftError, RuntimeError):
 
 
 def current_versions() -> dict:
-    """Versions of the libraries whose pickles a bundle holds."""
+    """Versions of the libraries whose objects a bundle holds."""
     from importlib.metadata import PackageNotFoundError, version
 
-    import joblib
     import sklearn
+    import skops
 
     try:
         own = version("stylesift")
     except PackageNotFoundError:
         own = "unknown"
     return {"stylesift": own, "scikit-learn": sklearn.__version__, "numpy": np.__version__,
-            "joblib": joblib.__version__, "python": platform.python_version()}
+            "skops": skops.__version__, "python": platform.python_version()}
 
 
 @dataclass
@@ -104,7 +149,7 @@ class Bundle:
         return np.asarray(self.pipeline.decision_function(X), dtype=float)
 
     def header(self, payload: bytes) -> dict:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION,
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "payload_format": "skops",
                 "payload_sha256": hashlib.sha256(payload).hexdigest(), "payload_bytes": len(payload),
                 "method": self.method, "threshold": float(self.threshold),
                 "labels": {"positive": self.positive_label, "negative": self.negative_label},
@@ -112,15 +157,26 @@ class Bundle:
                 "versions": self.versions, "created": self.created, "summary": self.summary}
 
     def save(self, path) -> Path:
-        """Write the bundle to ``path`` atomically (temp file, fsync, rename); returns the path."""
-        import joblib
+        """Write the bundle to ``path`` atomically (temp file, fsync, rename); returns the path.
+
+        The payload is audited exactly as :meth:`load` will audit it, so a bundle that could not be
+        loaded again is never written.
+        """
+        import skops.io
 
         path = Path(path)
-        buf = io.BytesIO()
-        joblib.dump({"pipeline": self.pipeline, "train_sha256": np.asarray(self.train_sha256, dtype=str),
-                     "train_labels": np.asarray(self.train_labels, dtype=str)}, buf, compress=3)
-        payload = buf.getvalue()
-        header = json.dumps(self.header(payload), default=_json_default, separators=(",", ":")).encode()
+        payload = skops.io.dumps({"pipeline": self.pipeline,
+                                  "train_sha256": np.asarray(self.train_sha256, dtype=str),
+                                  "train_labels": np.asarray(self.train_labels, dtype=str)},
+                                 compression=zipfile.ZIP_DEFLATED, compresslevel=6)
+        refused = untrusted_types(payload, path)
+        if refused:
+            raise BundleError(f"{path}: the model holds types outside the bundle allow-list ({', '.join(refused)}); "
+                              "it could not be loaded again, so it was not written. This is a bug in stylesift.")
+        if not math.isfinite(float(self.threshold)):
+            raise BundleError(f"{path}: the model's threshold is {self.threshold}; a bundle needs a finite threshold")
+        header = json.dumps(self.header(payload), default=_json_default, separators=(",", ":"),
+                            allow_nan=False).encode()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
@@ -131,24 +187,30 @@ class Bundle:
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise BundleError(f"{path}: cannot write the model bundle ({exc})") from exc
+            raise BundleError(f"{path}: cannot write the model bundle ({exc.strerror or exc})") from exc
         return path
 
     @classmethod
     def load(cls, path, *, fingerprint: dict | None = None, check_versions: bool = True) -> "Bundle":
-        """Read, verify and only then unpickle a bundle.
+        """Read and verify a bundle, audit its payload's types, and only then build the model.
 
         Parameters
         ----------
         path : path
         fingerprint : dict, optional
             Feature-space fingerprint the bundle will score (a store's or a featurizer's); a
-            different one is a :class:`BundleError`, raised before unpickling.
+            different one is a :class:`BundleError`, raised before anything is built.
         check_versions : bool
-            Refuse a bundle pickled by another scikit-learn version or numpy major version
-            (pickles do not travel between them reliably).
+            Refuse a bundle saved by another scikit-learn version or numpy major version (fitted
+            estimators' attributes do not travel between them reliably).
+
+        Raises
+        ------
+        BundleError
+            Not a bundle, a format-1 (pickle) bundle, a damaged or edited file, a type outside
+            :data:`ALLOWED_TYPES`, another feature space or other library versions.
         """
-        import joblib
+        import skops.io
 
         path = Path(path)
         header, payload = _read(path)
@@ -156,18 +218,62 @@ class Bundle:
             check_fingerprint(header, fingerprint, path)
         if check_versions:
             check_versions_match(header, path)
-        data = joblib.load(io.BytesIO(payload))
+        refused = untrusted_types(payload, path)
+        if refused:
+            raise BundleError(f"{path}: refused: the model would build types outside stylesift's allow-list: "
+                              f"{', '.join(refused)}. Nothing was loaded. A bundle written by `stylesift train` "
+                              "holds none; this file was altered or made elsewhere.")
+        try:
+            data = skops.io.loads(payload, trusted=sorted(_allowed_types()))
+        except Exception as exc:  # noqa: BLE001 - an untrusted file; any failure is a damaged bundle
+            raise BundleError(f"{path}: the model payload cannot be read ({type(exc).__name__}: {exc}); "
+                              "the file is damaged or was altered. Retrain it or copy it again.") from None
+        _check_payload(data, path)
         labels = header["labels"]
         return cls(pipeline=data["pipeline"], threshold=float(header["threshold"]), method=header["method"],
                    positive_label=labels["positive"], negative_label=labels.get("negative"),
-                   fingerprint=header["fingerprint"], summary=header.get("summary", {}),
+                   fingerprint=header["fingerprint"], summary=header["summary"],
                    train_sha256=data["train_sha256"], train_labels=data["train_labels"],
-                   versions=header["versions"], created=header.get("created", 0.0))
+                   versions=header["versions"], created=header["created"])
 
 
 def read_header(path) -> dict:
-    """The bundle's JSON header (method, threshold, labels, fingerprint, versions, summary), unpickling nothing."""
+    """The bundle's JSON header (method, threshold, labels, fingerprint, versions, summary), loading no model.
+
+    Every field is validated; a format-1 (pickle) bundle is refused with the upgrade command.
+    """
     return _read(Path(path), verify=False)[0]
+
+
+def inspect(path) -> dict:
+    """What ``stylesift model info`` shows: the header, the file's size, whether its checksum holds
+    and which types the payload would build (read from its schema; nothing is built).
+
+    A format-1 bundle gives its header with ``"format_version": 1`` and ``"needs_upgrade"``;
+    nothing of its pickle is read.
+    """
+    path = Path(path)
+    if _magic(path) == LEGACY_MAGIC:
+        return {"file": str(path), "bytes": path.stat().st_size, "format_version": 1,
+                "needs_upgrade": UPGRADE_COMMAND, "header": _legacy_header(path)}
+    header = read_header(path)
+    try:
+        payload = _read(path)[1]
+    except BundleError:
+        return {"file": str(path), "bytes": path.stat().st_size, "format_version": FORMAT_VERSION,
+                "checksum_ok": False, "types": [], "refused_types": [], "header": header}
+    return {"file": str(path), "bytes": path.stat().st_size, "format_version": FORMAT_VERSION, "checksum_ok": True,
+            "types": sorted(_schema_types(payload, path)[0]), "refused_types": untrusted_types(payload, path),
+            "header": header}
+
+
+def untrusted_types(payload: bytes, path) -> list[str]:
+    """Types and node kinds in the skops ``payload`` that are not on the allow-lists, sorted (empty: safe).
+
+    Reads the zip's ``schema.json`` only; builds nothing and imports nothing the file names.
+    """
+    types, nodes = _schema_types(payload, path)
+    return sorted((types - _allowed_types()) | {f"node kind {n}" for n in nodes - ALLOWED_NODES})
 
 
 def check_fingerprint(header: dict, fingerprint: dict, path) -> None:
@@ -181,7 +287,7 @@ def check_fingerprint(header: dict, fingerprint: dict, path) -> None:
 
 
 def check_versions_match(header: dict, path) -> None:
-    """Raise :class:`BundleError` if the pickle's scikit-learn version or numpy major version differs from ours."""
+    """Raise :class:`BundleError` if the bundle's scikit-learn version or numpy major version differs from ours."""
     saved, now = header.get("versions", {}), current_versions()
     problems = []
     if saved.get("scikit-learn") != now["scikit-learn"]:
@@ -189,36 +295,228 @@ def check_versions_match(header: dict, path) -> None:
     if str(saved.get("numpy", "")).split(".")[0] != now["numpy"].split(".")[0]:
         problems.append(f"numpy {saved.get('numpy')} (now {now['numpy']})")
     if problems:
-        raise BundleError(f"{path}: pickled with {', '.join(problems)}; such pickles may load wrongly. "
-                          "Retrain it here with `stylesift train`, or install the versions it was made with.")
+        raise BundleError(f"{path}: saved with {', '.join(problems)}; fitted estimators may load wrongly across "
+                          "versions. Retrain it here with `stylesift train`, or install the versions it was made with.")
+
+
+def upgrade(old, new, *, trust_pickle: bool = False) -> Path:
+    """Convert a format-1 bundle (a joblib pickle) at ``old`` into a format-2 bundle at ``new``.
+
+    Unpickling runs whatever code the file holds, so it happens only here and only with
+    ``trust_pickle=True``: the caller vouches for where ``old`` came from. The header checksum
+    and versions are checked first; the converted model must pass the allow-list of format 2.
+    """
+    old, new = Path(old), Path(new)
+    if not trust_pickle:
+        raise BundleError(f"{old}: converting a format-1 bundle unpickles it, which runs any code it holds; "
+                          "pass --trust-pickle only if you trust where the file came from")
+    if _magic(old) != LEGACY_MAGIC:
+        _read(old, verify=False)  # a damaged file or a non-bundle gets its own message
+        raise BundleError(f"{old}: already a format-{FORMAT_VERSION} bundle; nothing to upgrade")
+    if new.resolve() == old.resolve():
+        raise BundleError(f"{new}: write the upgraded bundle to a new file; the old one is kept until you delete it")
+    import joblib
+
+    header, payload = _legacy_read(old)
+    check_versions_match(header, old)
+    try:
+        data = joblib.load(io.BytesIO(payload))
+        pipeline, sha, labels = data["pipeline"], data["train_sha256"], data["train_labels"]
+    except Exception as exc:  # noqa: BLE001 - the old file's pickle is damaged
+        raise BundleError(f"{old}: its pickle cannot be read ({type(exc).__name__}: {exc}); retrain the model") from None
+    bundle = Bundle(pipeline=pipeline, threshold=header["threshold"], method=header["method"],
+                    positive_label=header["labels"]["positive"], negative_label=header["labels"].get("negative"),
+                    fingerprint=header["fingerprint"], summary=header.get("summary") or {},
+                    train_sha256=sha, train_labels=labels, versions=current_versions(),
+                    created=header.get("created", time.time()))
+    bundle.summary = {**bundle.summary, "upgraded_from": {"file": str(old), "versions": header.get("versions")}}
+    return bundle.save(new)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _magic(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(MAGIC))
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read the model bundle ({exc.strerror or exc})") from None
 
 
 def _read(path: Path, verify: bool = True) -> tuple[dict, bytes]:
     try:
         with open(path, "rb") as fh:
             magic = fh.read(len(MAGIC))
+            if magic == LEGACY_MAGIC:
+                raise BundleError(f"{path}: a format-1 model bundle (stylesift 0.2 and older), which holds a pickle "
+                                  "that could run code when loaded; it is not loaded. If you trust where it came "
+                                  f"from, convert it once with `{UPGRADE_COMMAND}` and use NEW.")
             if magic != MAGIC:
                 raise BundleError(f"{path}: not a stylesift model bundle (it does not start with {MAGIC.strip().decode()!r}); "
                                   "make one with `stylesift train`")
             line = fh.readline(MAX_HEADER_BYTES)
-            payload = fh.read() if verify else b""
+            payload = fh.read(MAX_PAYLOAD_BYTES + 1) if verify else b""
+    except IsADirectoryError:
+        raise BundleError(f"{path}: is a directory, not a model bundle") from None
     except OSError as exc:
         raise BundleError(f"{path}: cannot read the model bundle ({exc.strerror or exc})") from None
+    if not line.endswith(b"\n"):
+        raise BundleError(f"{path}: the bundle header is damaged (no end of line within {MAX_HEADER_BYTES >> 20} MiB); "
+                          "retrain the model or copy the file again")
     try:
         header = json.loads(line)
-        if header.get("format") != FORMAT or not line.endswith(b"\n"):
-            raise ValueError
-    except ValueError:
-        raise BundleError(f"{path}: the bundle header is damaged; retrain the model or copy the file again") from None
-    if int(header.get("format_version", 0)) > FORMAT_VERSION:
-        raise BundleError(f"{path}: bundle format {header['format_version']} is newer than this stylesift; upgrade stylesift")
+    except ValueError as exc:
+        raise BundleError(f"{path}: the bundle header is damaged (not JSON: {exc}); retrain the model or copy the file again") from None
+    validate_header(header, path)
     if verify:
         if len(payload) != header["payload_bytes"] or hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
             raise BundleError(f"{path}: the model payload does not match the checksum in its header "
                               f"(expected {header['payload_bytes']} bytes with sha256 {header['payload_sha256'][:16]}…, "
-                              f"found {len(payload)} bytes); the file is damaged or was altered. Nothing was unpickled; "
+                              f"found {len(payload)} bytes); the file is damaged or was altered. Nothing was loaded; "
                               "copy it again from a trusted place or retrain it.")
     return header, payload
+
+
+def validate_header(header, path) -> None:
+    """Raise one :class:`BundleError` naming ``path`` and the first header field that is missing or wrong."""
+    if not isinstance(header, dict):
+        raise BundleError(f"{path}: the bundle header is damaged (a JSON {type(header).__name__}, not an object); "
+                          "retrain the model or copy the file again")
+
+    def bad(name: str, problem: str):
+        value = header.get(name, None)
+        shown = "missing" if name not in header else f"{json.dumps(value)[:80]}"
+        raise BundleError(f"{path}: bundle header field {name!r} {problem} (found: {shown}); the file is damaged "
+                          "or was edited. Copy it again from where it came from, or retrain it with `stylesift train`.")
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if header.get("format") != FORMAT:
+        bad("format", f"must be {FORMAT!r}")
+    version = header.get("format_version")
+    if not is_int(version):
+        bad("format_version", "must be an integer")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{path}: bundle format {version} is newer than this stylesift (format {FORMAT_VERSION}); "
+                          "upgrade stylesift")
+    if version != FORMAT_VERSION:
+        bad("format_version", f"must be {FORMAT_VERSION} after the magic line {MAGIC.strip().decode()!r}")
+    if header.get("payload_format") != "skops":
+        bad("payload_format", "must be 'skops'")
+    sha = header.get("payload_sha256")
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        bad("payload_sha256", "must be 64 lowercase hex digits")
+    if not is_int(header.get("payload_bytes")) or not 0 < header["payload_bytes"] <= MAX_PAYLOAD_BYTES:
+        bad("payload_bytes", f"must be a whole number of bytes between 1 and {MAX_PAYLOAD_BYTES}")
+    if not isinstance(header.get("method"), str) or not header["method"]:
+        bad("method", "must be a method name")
+    if not is_number(header.get("threshold")):
+        bad("threshold", "must be a finite number")
+    labels = header.get("labels")
+    if not (isinstance(labels, dict) and isinstance(labels.get("positive"), str) and labels["positive"]
+            and isinstance(labels.get("negative"), (str, type(None))) and set(labels) <= {"positive", "negative"}):
+        bad("labels", 'must be {"positive": LABEL, "negative": LABEL or null}')
+    fp = header.get("fingerprint")
+    if not isinstance(fp, dict) or not fp:
+        bad("fingerprint", "must be a feature-space fingerprint (a JSON object)")
+    if header.get("fingerprint_id") != fingerprint_id(fp):
+        bad("fingerprint_id", f"must be the id of the fingerprint ({fingerprint_id(fp)})")
+    versions = header.get("versions")
+    if not (isinstance(versions, dict) and all(isinstance(v, str) for v in versions.values())
+            and isinstance(versions.get("scikit-learn"), str) and isinstance(versions.get("numpy"), str)):
+        bad("versions", "must map library names (scikit-learn, numpy, ...) to version strings")
+    if not is_number(header.get("created")):
+        bad("created", "must be a time in seconds since 1970")
+    if not isinstance(header.get("summary"), dict):
+        bad("summary", "must be a JSON object")
+
+
+def _schema_types(payload: bytes, path) -> tuple[set[str], set[str]]:
+    """``({"module.Name", ...}, {"NodeKind", ...})`` named anywhere in the skops schema of ``payload``."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+            infos = zf.infolist()
+            if sum(i.file_size for i in infos) > MAX_PAYLOAD_BYTES:
+                raise BundleError(f"{path}: the model payload would unpack to more than {MAX_PAYLOAD_BYTES >> 30} GiB; refused")
+            info = zf.getinfo("schema.json")
+            if info.file_size > MAX_SCHEMA_BYTES:
+                raise BundleError(f"{path}: the model schema is larger than {MAX_SCHEMA_BYTES >> 20} MiB; refused")
+            schema = json.loads(zf.read(info))
+    except BundleError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise BundleError(f"{path}: the model payload is not a readable skops archive ({type(exc).__name__}: {exc}); "
+                          "the file is damaged or was altered. Retrain it or copy it again.") from None
+    types: set[str] = set()
+    nodes: set[str] = set()
+    stack = [schema]
+    while stack:  # every dict anywhere counts: a superset of what skops would visit
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__loader__" in node or "__class__" in node or "__module__" in node:
+                nodes.add(str(node.get("__loader__")))
+                types.add(f"{node.get('__module__')}.{node.get('__class__')}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    if not isinstance(schema, dict) or schema.get("__loader__") != "DictNode":
+        nodes.add(f"{schema.get('__loader__') if isinstance(schema, dict) else type(schema).__name__} at the top")
+    return types, nodes
+
+
+def _check_payload(data, path) -> None:
+    from sklearn.pipeline import Pipeline
+
+    ok = (isinstance(data, dict) and set(data) == {"pipeline", "train_sha256", "train_labels"}
+          and isinstance(data["pipeline"], Pipeline) and hasattr(data["pipeline"], "decision_function")
+          and all(isinstance(data[k], np.ndarray) and data[k].dtype.kind == "U" and data[k].ndim == 1
+                  for k in ("train_sha256", "train_labels"))
+          and len(data["train_sha256"]) == len(data["train_labels"]))
+    if not ok:
+        raise BundleError(f"{path}: the model payload does not hold a fitted pipeline and its training ids; "
+                          "the file is damaged or was made elsewhere. Retrain it with `stylesift train`.")
+
+
+def _legacy_read(path: Path) -> tuple[dict, bytes]:
+    """Header and pickle bytes of a format-1 bundle, checksum verified; unpickles nothing."""
+    with open(path, "rb") as fh:
+        fh.read(len(LEGACY_MAGIC))
+        line = fh.readline(MAX_HEADER_BYTES)
+        payload = fh.read(MAX_PAYLOAD_BYTES + 1)
+    header = _legacy_parse(line, path)
+    if len(payload) != header["payload_bytes"] or hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
+        raise BundleError(f"{path}: the pickle does not match the checksum in its header; the file is damaged or "
+                          "was altered. Nothing was unpickled.")
+    return header, payload
+
+
+def _legacy_header(path: Path) -> dict:
+    with open(path, "rb") as fh:
+        fh.read(len(LEGACY_MAGIC))
+        return _legacy_parse(fh.readline(MAX_HEADER_BYTES), path)
+
+
+def _legacy_parse(line: bytes, path: Path) -> dict:
+    try:
+        header = json.loads(line)
+    except ValueError:
+        header = None
+    required = {"payload_sha256": str, "payload_bytes": int, "method": str, "threshold": (int, float),
+                "labels": dict, "fingerprint": dict, "versions": dict}
+    if not isinstance(header, dict):
+        raise BundleError(f"{path}: the format-1 bundle header is damaged; retrain the model")
+    for name, kind in required.items():
+        if not isinstance(header.get(name), kind) or isinstance(header.get(name), bool):
+            raise BundleError(f"{path}: format-1 bundle header field {name!r} is missing or of the wrong type; "
+                              "retrain the model")
+    if not isinstance(header["labels"].get("positive"), str):
+        raise BundleError(f"{path}: format-1 bundle header field 'labels' has no positive label; retrain the model")
+    return header
 
 
 def _json_default(value):

@@ -61,7 +61,7 @@ def run_demo(root: str | os.PathLike = DEFAULT_ROOT, *, n_train: int = 40, n_new
     Parameters
     ----------
     root : path
-        Output folder: ``images/``, ``features.h5``, ``model.joblib``, ``scores.csv``,
+        Output folder: ``images/``, ``features.h5``, ``model.ssmodel``, ``scores.csv``,
         ``report.html`` and ``plots/``.
     n_train, n_new : int
         Training images per class, and held-back images per class to score.
@@ -117,7 +117,7 @@ def run_demo(root: str | os.PathLike = DEFAULT_ROOT, *, n_train: int = 40, n_new
     step("compare", f"compared {len(comparison.folds)} methods on identical {comparison.n_folds}-fold splits")
 
     bundle = train(store, POSITIVE, NEGATIVE, method)
-    model = bundle.save(root / "model.joblib")
+    model = bundle.save(root / "model.ssmodel")
     params = ", ".join(f"{k.split('__')[-1]}={v}" for k, v in bundle.summary["params"].items())
     step("train", f"trained {method} ({params}) -> {model}")
 
