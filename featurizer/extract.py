@@ -16,7 +16,8 @@ import numpy as np
 
 from stylesift.featurizer.backbone import INPUT_SIZE, backbone_fingerprint, make_backbone
 from stylesift.featurizer.images import IMAGE_EXTENSIONS, ImageError, load_image, read_image_bytes
-from stylesift.featurizer.store import Failure, FeatureStore
+from stylesift.featurizer.ledger import Ledger, Outcome
+from stylesift.featurizer.store import FeatureStore
 from stylesift.featurizer.weights import Weights, resolve
 
 DEFAULT_BATCH_SIZE = 32
@@ -135,60 +136,34 @@ class Featurizer:
         report = ExtractReport(store=str(store))
         with FeatureStore(store, "a", fingerprint=self.fingerprint, lock_timeout=lock_timeout) as st:
             rows_before = len(st)
-            known_failures = {f.path: f for f in st.failures}
+            ledger = Ledger(st, report, label)
             batch: list[PreparedFile] = []
-            batch_paths: dict[str, list[str]] = {}
-            failures: list[Failure] = []
-            cleared: list[str] = []
             done = 0
 
             def flush_batch():
                 if not batch:
                     return
                 feats = self.featurize(np.stack([it.image for it in batch]))
-                st.add([it.sha256 for it in batch], feats, [batch_paths[it.sha256] for it in batch], label)
-                report.new += len(batch)
+                shas = [it.sha256 for it in batch]
+                st.add(shas, feats, [ledger.paths_of(s) for s in shas], label)
+                ledger.stored(shas)
                 batch.clear()
-                batch_paths.clear()
                 st.maybe_commit()
 
-            def skip(path: Path) -> bool:
-                return failure_unchanged(path, known_failures.get(str(path)))
-
             try:
-                for item in self._prepared(files, st, skip):
+                for item in self._prepared(files, st, ledger.skip):
                     done += 1
-                    key = str(item.path)
-                    if item.error == "unchanged":
-                        report.unchanged_failures += 1
-                        report.failed.append({"path": key, "error": known_failures[key].reason, "retried": False})
-                    elif item.error is not None:
-                        failures.append(Failure(key, item.size, item.mtime, item.error))
-                        report.failed.append({"path": key, "error": item.error, "retried": True})
-                    elif st.row_of(item.sha256) is not None:
-                        st.update(item.sha256, path=key, label=label)
-                        report.cached += 1
-                        cleared.append(key)
-                    elif item.sha256 in batch_paths:
-                        batch_paths[item.sha256].append(key)  # same bytes under another name: one row
-                        report.cached += 1
-                        cleared.append(key)
-                    else:
+                    if ledger.classify(item) is Outcome.NEW:
                         batch.append(item)
-                        batch_paths[item.sha256] = [key]
-                        cleared.append(key)
                         if len(batch) >= self.batch_size:
                             flush_batch()
-                    if item.error is None:
-                        report.sha256_by_path[key] = item.sha256
                     if progress:
                         progress(done, len(files))
                 flush_batch()
             except KeyboardInterrupt:
                 report.interrupted = True
             finally:
-                st.flush()
-                st.set_failures(failures, clear=cleared)
+                ledger.finish()
         # Counted after the commit on leaving the store, which rereads the journal: a Ctrl-C that lands
         # between a batch reaching the journal and the count above must not under-report what was saved.
         report.rows = len(st)
@@ -253,17 +228,6 @@ def prepare_file(path: Path, input_size: int = INPUT_SIZE,
         except ImageError as exc:
             item.error = str(exc)
     return item
-
-
-def failure_unchanged(path: Path, failure: Failure | None) -> bool:
-    """Whether ``path`` failed before (``failure``) and is unchanged since, so trying it again is pointless."""
-    if failure is None:
-        return False
-    try:
-        stat = path.stat()
-    except OSError:
-        return failure.size == -1
-    return stat.st_size == failure.size and stat.st_mtime == failure.mtime
 
 
 def extract(paths: Iterable[str | os.PathLike], store: str | os.PathLike, *, label: str | None = None,

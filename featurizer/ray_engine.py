@@ -36,13 +36,13 @@ from stylesift.featurizer.extract import (
     ExtractReport,
     Featurizer,
     PreparedFile,
-    failure_unchanged,
     list_images,
     ordered_map,
     prepare_file,
 )
+from stylesift.featurizer.ledger import Ledger, Outcome
 from stylesift.featurizer.space import INPUT_SIZE, differences, fingerprint_id, same_space
-from stylesift.featurizer.store import Failure, FeatureStore
+from stylesift.featurizer.store import FeatureStore
 from stylesift.featurizer.weights import Weights
 
 PACKAGES = ("stylesift", "tensorflow", "keras", "numpy", "pillow")
@@ -140,7 +140,7 @@ class RayEngine:
         with FeatureStore(store, "a", fingerprint=self.fingerprint_, lock_timeout=lock_timeout) as st:
             run = _Run(self, st, report, label, len(files), progress)
             try:
-                run.feed(self._hashed(files, run.known_failures))
+                run.feed(self._hashed(files, run.ledger))
             except KeyboardInterrupt:
                 report.interrupted = True
                 self.close()  # stop the cluster's work now rather than let queued batches run on
@@ -181,10 +181,10 @@ class RayEngine:
             featurizer = Featurizer(self.weights, batch_size=self.batch_size, input_size=self.input_size)
             self.weights_, self.fingerprint_ = featurizer.weights, featurizer.fingerprint
 
-    def _hashed(self, files: list[Path], known_failures: dict[str, Failure]) -> Iterator[PreparedFile]:
+    def _hashed(self, files: list[Path], ledger: Ledger) -> Iterator[PreparedFile]:
         """Read and hash files in threads (no decoding: that is the workers' job), in order, read-ahead bounded."""
         def hash_one(path: Path) -> PreparedFile:
-            if failure_unchanged(path, known_failures.get(str(path))):
+            if ledger.skip(path):
                 return PreparedFile(path, error="unchanged")
             return prepare_file(path, self.input_size, known=lambda sha: True)
 
@@ -280,14 +280,11 @@ class _Run:
 
     def __init__(self, engine: RayEngine, st: FeatureStore, report: ExtractReport, label: str | None, total: int,
                  progress: Callable[[int, int], None] | None):
-        self.engine, self.st, self.report, self.label = engine, st, report, label
+        self.engine, self.st, self.label = engine, st, label
         self.total, self.progress, self.done = total, progress, 0
-        self.known_failures = {f.path: f for f in st.failures}
-        self.groups: dict[str, list[PreparedFile]] = {}  # content not in the store yet → every file holding it
+        self.ledger = Ledger(st, report, label)
         self.batch: list[PreparedFile] = []
         self.in_flight: dict = {}  # ObjectRef → _Batch
-        self.failures: list[Failure] = []
-        self.cleared: list[str] = []
         self.lost: list[_Batch] = []
         self.lost_reason = ""
 
@@ -303,30 +300,16 @@ class _Run:
             self._collect(block=True)
 
     def finish(self) -> None:
-        self.st.flush()
-        self.st.set_failures(self.failures, clear=self.cleared)
+        self.ledger.finish()
 
     def _classify(self, item: PreparedFile) -> None:
-        key, report = str(item.path), self.report
-        if item.error == "unchanged":
-            report.unchanged_failures += 1
-            report.failed.append({"path": key, "error": self.known_failures[key].reason, "retried": False})
-        elif item.error is not None:
-            self._fail(item, item.error)
-        elif self.st.row_of(item.sha256) is not None:
-            self.st.update(item.sha256, path=key, label=self.label)
-            report.cached += 1
-            self._succeed(item)
-        elif item.sha256 in self.groups:
-            self.groups[item.sha256].append(item)  # same bytes under another name: one row, decided later
-            return
-        else:
-            self.groups[item.sha256] = [item]
+        outcome = self.ledger.classify(item)
+        if outcome is Outcome.NEW:
             self.batch.append(item)
             if len(self.batch) >= self.engine.batch_size:
                 self._send()
-            return
-        self._tick()
+        elif outcome is not Outcome.DUPLICATE:  # a duplicate is counted when its content is settled
+            self._tick()
 
     def _send(self) -> None:
         actors = self.engine._start()
@@ -364,35 +347,15 @@ class _Run:
     def _store(self, batch: _Batch, result: dict) -> None:
         ok = list(result["sha256"])
         if ok:
-            groups = [self.groups[sha] for sha in ok]
-            self.st.add(ok, result["features"], [[str(it.path) for it in g] for g in groups], self.label)
-            self.report.new += len(ok)
-            for group in groups:
-                self.report.cached += len(group) - 1
-                for item in group:
-                    self._succeed(item)
-                    self._tick()
+            self.st.add(ok, result["features"], [self.ledger.paths_of(sha) for sha in ok], self.label)
+            self._tick(self.ledger.stored(ok))
         for sha, error in result["errors"].items():
-            first = str(self.groups[sha][0].path)
-            for item in self.groups[sha]:
-                # Equal bytes fail equally; reword the reason for each name, as local mode would report it.
-                reason = error if str(item.path) == first else error.replace(first, str(item.path), 1)
-                self._fail(item, reason)
-                self._tick()
-        for sha in batch.sha256s:
-            self.groups.pop(sha, None)
+            self._tick(self.ledger.failed(sha, error))
+        self.ledger.drop(batch.sha256s)  # anything the worker returned neither way
         self.st.maybe_commit()
 
-    def _succeed(self, item: PreparedFile) -> None:
-        self.cleared.append(str(item.path))
-        self.report.sha256_by_path[str(item.path)] = item.sha256
-
-    def _fail(self, item: PreparedFile, reason: str) -> None:
-        self.failures.append(Failure(str(item.path), item.size, item.mtime, reason))
-        self.report.failed.append({"path": str(item.path), "error": reason, "retried": True})
-
-    def _tick(self) -> None:
-        self.done += 1
+    def _tick(self, files: int = 1) -> None:
+        self.done += files
         if self.progress:
             self.progress(self.done, self.total)
 
