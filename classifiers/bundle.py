@@ -286,6 +286,17 @@ def check_fingerprint(header: dict, fingerprint: dict, path) -> None:
                       "trained with, or retrain it from a store built by this featurizer (`stylesift train`).")
 
 
+def precision_of(fingerprint: dict, path="model bundle") -> str:
+    """The backbone precision a bundle's features came from (``"float32"`` when the fingerprint names none)."""
+    from stylesift.featurizer.space import PRECISIONS
+
+    precision = fingerprint.get("precision", "float32")
+    if precision not in PRECISIONS:
+        raise BundleError(f"{path}: trained on {precision!r} features, which this stylesift cannot compute "
+                          f"(it has {', '.join(PRECISIONS)}); upgrade stylesift or retrain the model")
+    return precision
+
+
 def check_versions_match(header: dict, path) -> None:
     """Raise :class:`BundleError` if the bundle's scikit-learn version or numpy major version differs from ours."""
     saved, now = header.get("versions", {}), current_versions()

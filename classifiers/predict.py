@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from stylesift.classifiers.bundle import Bundle, BundleError, check_fingerprint, read_header
+from stylesift.classifiers.bundle import Bundle, BundleError, check_fingerprint, precision_of, read_header
 
 
 @dataclass
@@ -84,7 +84,7 @@ class Predictor:
 
         self.bundle = bundle
         self.store = Path(store)
-        self.featurizer = featurizer if featurizer is not None else Featurizer(weights)
+        self.featurizer = featurizer if featurizer is not None else Featurizer(weights, precision=precision_of(bundle.fingerprint))
         check_fingerprint(bundle.header(b""), self.featurizer.fingerprint, "model bundle")
 
     @classmethod
@@ -94,11 +94,13 @@ class Predictor:
         The bundle's checksum, feature-space fingerprint (against the featurizer's and, when it
         exists, the store's) and library versions are all checked before anything is unpickled.
         """
+        header = read_header(model)  # first: an old or damaged bundle is refused before TensorFlow loads
+
         from stylesift.featurizer.extract import Featurizer
         from stylesift.featurizer.store import FeatureStore
 
-        header = read_header(model)
-        featurizer = featurizer if featurizer is not None else Featurizer(weights)
+        # The bundle's fingerprint decides the backbone: an int8-trained model scores with the int8 network.
+        featurizer = featurizer if featurizer is not None else Featurizer(weights, precision=precision_of(header["fingerprint"], model))
         check_fingerprint(header, featurizer.fingerprint, model)
         store = Path(store)
         if store.exists():

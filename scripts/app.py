@@ -7,6 +7,7 @@ once, as ``error: …`` with exit 1 (:class:`_Group`). Anything else is a bug an
 from __future__ import annotations
 
 import json
+import math
 import sys
 from contextlib import contextmanager
 
@@ -18,13 +19,43 @@ from stylesift.errors import StylesiftError
 
 
 class _Group(TyperGroup):
-    """The root command group: the one place where a user-fixable error becomes ``error: …`` and exit 1."""
+    """The root command group: the one place where a user-fixable error becomes ``error: …`` and exit 1,
+    and where every float option of every command refuses nan and ±inf (a usage error, exit 2)."""
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _finite_floats(command)
+        return command
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except StylesiftError as exc:
             raise fail(str(exc)) from None
+
+
+def _finite_floats(command) -> None:
+    """Make every option and argument of ``command`` (and of its subcommands) reject nan and ±inf floats.
+
+    ``float("nan")`` passes every range check (all comparisons are false), so ``--threshold nan``
+    would silently select nothing; the check lives here so that no command can forget it.
+    """
+    for param in getattr(command, "params", []):
+        if getattr(param, "_finite_checked", False):
+            continue
+
+        def process_value(ctx, value, _inner=param.process_value, _param=param):
+            value = _inner(ctx, value)
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise typer.BadParameter(f"{v} is not a finite number", ctx=ctx, param=_param)
+            return value
+
+        param.process_value = process_value
+        param._finite_checked = True
+    for sub in getattr(command, "commands", {}).values():
+        _finite_floats(sub)
 
 
 app = typer.Typer(

@@ -10,7 +10,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
 
-from stylesift.cli import bench_cmd, classifier_cmds, featurizer_cmds, review_cmds  # noqa: E402
+from stylesift.cli import bench_cmd, classifier_cmds, featurizer_cmds, model_cmds, review_cmds  # noqa: E402
 from stylesift.cli.app import app  # noqa: E402
 
 # images and the feature store
@@ -22,6 +22,7 @@ app.command()(classifier_cmds.compare)
 app.command()(classifier_cmds.train)
 app.command()(classifier_cmds.tune)
 app.command()(classifier_cmds.score)
+app.add_typer(model_cmds.model_app, name="model")
 # people
 app.command()(review_cmds.demo)
 # measurements

@@ -1,0 +1,73 @@
+"""The command line facing hostile or careless input: non-finite numbers, model info and upgrade, literal names."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from stylesift.classifiers.bundle import UPGRADE_COMMAND, Bundle
+from stylesift.classifiers.head import OutputLayerHead
+from stylesift.cli.main import app
+
+runner = CliRunner()
+FINGERPRINT = {"backbone": "test", "weights_sha256": "0" * 64, "feature_dim": 16, "dtype": "float32"}
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def bundle_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 16)).astype(np.float32)
+    model = OutputLayerHead().fit(X, X[:, 0] > 0)
+    path = tmp_path_factory.mktemp("model") / "[bold red]m.ssmodel"
+    return Bundle(model.pipeline_, model.threshold_, "head", "[red]good", "ordinary", FINGERPRINT,
+                  summary={"positives": 20}).save(path)
+
+
+@pytest.mark.parametrize("args", [
+    ("score", "m.ssmodel", "x.jpg", "--threshold", "nan"),
+    ("score", "m.ssmodel", "x.jpg", "--threshold", "inf"),
+    ("score", "m.ssmodel", "x.jpg", "--threshold", "-inf"),
+    ("score", "m.ssmodel", "x.jpg", "--top-fraction", "nan"),
+    ("train", "--positive", "a", "--out", "m.ssmodel", "--target-recall", "nan"),
+    ("compare", "--positive", "a", "--negative", "b", "--target-recall", "NaN"),
+])
+def test_non_finite_numbers_are_usage_errors(args):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert "--threshold" in result.output or "--top-fraction" in result.output or "--target-recall" in result.output
+
+
+def test_model_info_shows_the_header_without_loading_and_keeps_brackets(bundle_file):
+    result = run("model", "info", bundle_file)
+    assert result.exit_code == 0, result.output
+    assert str(bundle_file) in result.output and "'[red]good'" in result.output
+    assert "checksum:      ok" in result.output and "outside the allow-list: none" in result.output
+    data = json.loads(run("model", "info", bundle_file, "--json").stdout)
+    assert data["header"]["method"] == "head" and data["checksum_ok"] and data["refused_types"] == []
+
+
+def test_model_upgrade_needs_trust_pickle_and_converts(tmp_path, bundle_file):
+    from test_bundle import write_legacy
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 16)).astype(np.float32)
+    y = X[:, 0] > 0
+    model = OutputLayerHead().fit(X, y)
+    old = tmp_path / "old.joblib"
+    write_legacy(old, (model, X, y))
+    refused = run("model", "info", old)
+    assert refused.exit_code == 0 and UPGRADE_COMMAND in refused.output
+    scored = run("score", old, tmp_path)
+    assert scored.exit_code == 1 and UPGRADE_COMMAND in scored.output and str(old) in scored.output
+    no_flag = run("model", "upgrade", old, tmp_path / "new.ssmodel")
+    assert no_flag.exit_code == 2 and "--trust-pickle" in no_flag.output and not (tmp_path / "new.ssmodel").exists()
+    done = run("model", "upgrade", old, tmp_path / "new.ssmodel", "--trust-pickle")
+    assert done.exit_code == 0, done.output
+    np.testing.assert_array_equal(Bundle.load(tmp_path / "new.ssmodel").score(X), model.decision_function(X))
