@@ -96,11 +96,13 @@ class Predictor:
         """
         header = read_header(model)  # first: an old or damaged bundle is refused before TensorFlow loads
 
-        from stylesift.featurizer.extract import Featurizer
         from stylesift.featurizer.store import FeatureStore
 
-        # The bundle's fingerprint decides the backbone: an int8-trained model scores with the int8 network.
-        featurizer = featurizer if featurizer is not None else Featurizer(weights, precision=precision_of(header["fingerprint"], model))
+        if featurizer is None:
+            from stylesift.featurizer.extract import Featurizer
+
+            # The bundle's fingerprint decides the backbone: an int8-trained model scores with the int8 network.
+            featurizer = Featurizer(weights, precision=precision_of(header["fingerprint"], model))
         check_fingerprint(header, featurizer.fingerprint, model)
         store = Path(store)
         if store.exists():
