@@ -1,299 +1,448 @@
-"""The HDF5 feature store: one row per distinct image content, written so that a crash loses nothing.
+"""The feature store: one row per distinct image content; each write costs what it adds; a crash loses nothing.
 
-Layout of ``STORE.h5`` (readable with plain h5py; row ``i`` of every dataset is one image)::
+Layout (format_version 2) of a store ``STORE.h5``::
 
-    /features   float32 (n, 2048)  pooled ResNet50 features
-    /sha256     S64     (n,)       hex sha256 of the file bytes (the row's identity)
-    /label      str     (n,)       free-form label, "" for none; changeable without re-extraction
-    /paths      str     (n,)       JSON list of the paths this content was last seen under
-    /added      float64 (n,)       unix time the row was extracted
-    /failures/{path, size, mtime, reason}   files that could not be featurized (size in bytes,
-                                            mtime in unix seconds), retried only once they change
-    attrs: format="stylesift-store", format_version, fingerprint (JSON), fingerprint_id, rows,
-           journal_seq (last journal record merged)
+    STORE.h5                  top file for plain h5py: /features (pooled set) and /sha256, /added as
+                              virtual datasets over the segments; rewritten when segments change
+    STORE.h5.parts/
+        manifest.json         the truth: segments in row order, patches, feature sets and their
+                              fingerprints, the folded metadata file, generation; replaced atomically
+        seg-<id>.h5           immutable rows (see :mod:`stylesift.featurizer.segments`), Fletcher32
+        seg-<id>.idx.npy      the segment's sorted sha256 index (memory-mapped look-ups)
+        patch-<id>.h5         a feature set added later to rows of older segments
+        meta-<id>.json        folded small records: labels set after extract, paths, verdicts, failures
+        log/<seq>.json        small records newer than the folded file (each one durable on its own)
+    STORE.h5.lock             one writer at a time (filelock); readers take no lock
 
-Crash safety (HDF5 has no journal of its own, and a killed writer can leave its B-trees torn):
-``STORE.h5`` is never modified in place. Each batch a writer produces is first written to
-``STORE.h5.journal/<seq>.npz`` (temp file, fsync, rename: a record exists whole or not at all).
-Readers overlay the journal on the main file. Commit ("compaction") copies the main file, appends
-the journal into the copy, fsyncs it and renames it over ``STORE.h5``; only then are the records
-deleted (newest first). A kill at any moment leaves a main file that opens, plus records that the
-next open merges; the next writer removes the leftovers of a killed one (temp files, merged records).
+Writing: each :meth:`FeatureStore.add` writes one new segment (temp file, fsync, rename) and then a
+new manifest (temp, fsync, rename): the rows are durable when it returns, and its cost is that of
+the rows it adds. Labels, paths, verdicts and failures are small JSON records in ``log/``; a commit
+folds them into a new ``meta`` file now and then (every :data:`FOLD_RECORDS` records). Small segments
+are merged with the ones before them while a segment is no larger than everything after it (a binary
+counter: each row is rewritten at most log2(merge_rows / batch) times), up to ``merge_rows`` rows;
+``stylesift store compact`` merges further. Rows are only appended and merges keep their order, so
+row ``i`` stays row ``i`` (``prune`` and ``check --repair`` renumber, and bump the manifest's epoch).
 
-Readers take no lock. They see the main file plus the records numbered ``journal_seq + 1, + 2, ...``
-without a gap; a gap, or a record vanishing while it is read, means a commit happened meanwhile, and
-the reader starts over. Rows are only ever appended, in journal order, so row ``i`` of an older view
-is row ``i`` of every newer one. One writer at a time holds ``STORE.h5.lock`` (filelock).
+Reading: opening reads only the manifest. Ids, labels and paths are read when first asked for; a
+look-up by sha256 binary-searches the memory-mapped indexes. A segment or record that vanishes under
+a reader (a writer merged or folded it) makes the reader read the new manifest and try again.
 
-``STYLESIFT_CRASH_AT=<point>[:<n>]`` makes a process SIGKILL itself the n-th time it reaches one of
-the named points below (see :func:`_crash_point`); the crash tests use it to kill at exact moments.
+Crash safety: a kill at any moment leaves the old manifest or the new one; files the manifest does
+not name (temp files, a segment written but not yet listed, sources of a merge already listed as
+merged) are removed by the next writer. ``STYLESIFT_CRASH_AT=<point>[:<n>]`` makes a process SIGKILL
+itself the n-th time it passes one of :data:`CRASH_POINTS` (for the crash tests).
+
+Stores written before (format_version 1: one HDF5 file plus a journal) open for reading as they are
+(:mod:`stylesift.featurizer.store_v1`) and are upgraded by the first writer, which keeps the old file
+as ``STORE.h5.v1-backup`` (and its journal as ``STORE.h5.journal.v1-backup``).
 """
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import errno
+import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
 import time
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import h5py
 import numpy as np
 
-from stylesift.errors import StylesiftError
+from stylesift.featurizer import segments as seglib
 from stylesift.featurizer.space import require_same
+from stylesift.featurizer.store_types import (
+    Failure,
+    FeatureSpaceMismatch,
+    StoreError,
+    Verdict,
+    display_path,
+    path_bytes,
+    path_fields,
+)
+
+__all__ = ["FeatureStore", "StoreError", "FeatureSpaceMismatch", "Failure", "Verdict", "display_path",
+           "path_fields", "CRASH_POINTS", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "stylesift-store"
-FORMAT_VERSION = 1
-_STR = h5py.string_dtype("utf-8")
+FORMAT_VERSION = 2
 _LOG = logging.getLogger("stylesift.store")
-# Fault-injection points, in the order a batch and a commit pass them.
-CRASH_POINTS = ("journal-tmp-written", "journal-renamed", "commit-copied", "commit-rows-written",
-                "commit-h5-closed", "commit-renamed", "commit-record-deleted")
+FOLD_RECORDS = 32
+MERGE_ROWS = 32768
+# Fault-injection points, in the order a write, a merge, a fold, a commit and an upgrade pass them.
+CRASH_POINTS = ("segment-tmp-written", "segment-renamed", "manifest-tmp-written", "manifest-renamed",
+                "log-tmp-written", "log-renamed", "merge-written", "merge-manifest-renamed",
+                "merge-sources-deleted", "fold-meta-written", "fold-manifest-renamed", "fold-records-deleted",
+                "top-renamed", "upgrade-parts-renamed", "upgrade-old-moved")
 
 
-class StoreError(StylesiftError, RuntimeError):
-    """A store cannot be used as asked; the message names the file and what to do."""
-
-
-class FeatureSpaceMismatch(StoreError):
-    """Features from another network, weights or preprocessing would be mixed."""
-
-
-@dataclass(frozen=True)
-class Failure:
-    path: str
-    size: int
-    mtime: float
-    reason: str
+def _extract_hint(path, name: str) -> str:
+    return f"`stylesift extract PATH --store {path} --features {name}`"
 
 
 class FeatureStore:
-    """One HDF5 file of image features, opened for reading (``"r"``) or appending (``"a"``).
+    """A feature store opened for reading (``"r"``) or appending (``"a"``).
 
     Parameters
     ----------
     path : path
-        The ``.h5`` file. In ``"a"`` mode it is created on first commit.
+        The store's ``.h5`` file (its data lives beside it in ``<name>.parts/``). In ``"a"`` mode it
+        is created by the first :meth:`add`.
     mode : {"r", "a"}
         ``"a"`` takes the writer lock, waiting up to ``lock_timeout`` seconds (-1: forever).
     fingerprint : dict, optional
-        Feature-space fingerprint of the featurizer that will add rows; must equal the store's.
+        Fingerprint of the ``pooled`` feature set the writer will add; must equal the store's.
+    merge_rows : int
+        Largest segment an automatic merge makes (``store compact`` may make larger ones).
     """
 
+    def __new__(cls, path=None, mode: str = "r", **kwargs):
+        if cls is FeatureStore and mode == "r" and path is not None and _is_legacy(Path(path)):
+            return super().__new__(_V1Reader)
+        return super().__new__(cls)
+
     def __init__(self, path, mode: str = "r", *, fingerprint: dict | None = None, lock_timeout: float = -1,
-                 compact_rows: int = 4096):
+                 compact_rows: int | None = None, merge_rows: int = MERGE_ROWS):
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
         self.path = Path(path)
         self.mode = mode
-        self.journal_dir = self.path.with_name(self.path.name + ".journal")
-        self.compact_rows = compact_rows
+        self.parts = self.path.with_name(self.path.name + ".parts")
+        self.log_dir = self.parts / "log"
+        self.manifest_path = self.parts / "manifest.json"
+        self.merge_rows = int(merge_rows)
         self._lock = None
-        if mode == "r" and not self.path.exists() and not self.journal_dir.is_dir():
-            raise StoreError(f"{self.path}: no such feature store (create one with `stylesift extract ... --store {self.path}`)")
-        if mode == "a":
-            self._acquire_lock(lock_timeout)
+        self._pending_fp: dict[str, dict] = {}
+        self._staged: dict[str, dict] = {}
+        self._session_segments = 0
+        self._reset_caches()
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a feature store; give the store's .h5 file "
+                             "(e.g. --store features.h5)")
+        if mode == "r" and not self.manifest_path.exists():
+            if self.path.exists():
+                _check_top(self.path, self.parts)
+            raise StoreError(f"{self.path}: no such feature store (create one with "
+                             f"`stylesift extract ... --store {self.path}`)")
         try:
-            self._load()
+            if mode == "a":
+                self._acquire_lock(lock_timeout)
+                self._upgrade_legacy()
+                self._remove_leftovers()
+            self._m = self._read_manifest()
+            self._adopt(self._m)
             if fingerprint is not None:
-                self._check_fingerprint(fingerprint)
+                self._check_fingerprint("pooled", fingerprint)
         except BaseException:
-            self.close()
+            self.close(commit=False)
             raise
 
-    # ----------------------------------------------------------------- reading
+    # ================================================================= reading
     def __len__(self) -> int:
-        return len(self._sha)
+        return self._n
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        # Commit even when interrupted: every journaled batch is good and should not wait for a rerun.
+        # Commit even when interrupted: every written segment and record is good.
         self.close()
 
     @property
+    def feature_sets(self) -> dict[str, dict]:
+        """Name -> fingerprint of every feature set the store holds (``"pooled"`` is the 2048-d default)."""
+        return {**self._m.get("feature_sets", {}), **self._pending_fp}
+
+    @property
     def fingerprint(self) -> dict | None:
-        return self._fingerprint
+        """Fingerprint of the ``pooled`` set (None for a store that holds nothing yet)."""
+        return self.feature_sets.get("pooled")
 
     @property
     def sha256(self) -> np.ndarray:
         """Hex sha256 of each row, shape ``(n,)``, dtype str."""
-        return np.asarray(self._sha, dtype=str)
+        if self._sha is None:
+            self._sha = self._retry(lambda: self._column("sha256")).astype(str)
+        return self._sha
+
+    @property
+    def added(self) -> np.ndarray:
+        """Unix time each row was extracted, float64 ``(n,)``."""
+        return self._retry(lambda: self._column("added"))
 
     @property
     def labels(self) -> np.ndarray:
-        """Label of each row, shape ``(n,)``, dtype object (``""`` = unlabelled)."""
-        return np.asarray(self._label, dtype=object)
+        """Label of each row, dtype object (``""`` = unlabelled): the latest verdict, else the label given at extract."""
+        if self._labels is None:
+            self._labels = self._retry(self._compute_labels)
+        return self._labels.copy()
 
     def paths(self, row: int) -> list[str]:
-        return list(self._paths[row])
+        """Where row ``row`` was seen, as ``os.fsdecode`` strings (``os.fsencode`` gives the exact bytes)."""
+        return [os.fsdecode(p) for p in self.path_bytes(row)]
+
+    def path_bytes(self, row: int) -> list[bytes]:
+        row = self._check_row(row)
+        sha = self._sha_of(row)
+        override = self._state()["paths"].get(sha)
+        if override is not None:
+            return list(override)
+        return self._retry(lambda: self._base_paths(row))
 
     @property
     def failures(self) -> list[Failure]:
-        return list(self._failures.values())
+        return list(self._state()["failures"].values())
 
     def row_of(self, sha256: str) -> int | None:
-        return self._index.get(sha256)
+        """Row holding the content ``sha256``, or None."""
+        row = int(self.rows_of([sha256])[0])
+        return None if row < 0 else row
+
+    def rows_of(self, sha256s: Sequence[str]) -> np.ndarray:
+        """Rows of many contents at once (int64, -1 where absent)."""
+        queries = np.asarray(list(sha256s) if not isinstance(sha256s, np.ndarray) else sha256s, dtype="S64")
+        return self._retry(lambda: self._lookup(queries))
 
     def label_counts(self) -> dict[str, int]:
-        values, counts = np.unique(self.labels.astype(str), return_counts=True) if len(self) else ([], [])
+        if not len(self):
+            return {}
+        values, counts = np.unique(self.labels.astype(str), return_counts=True)
         return {str(v): int(c) for v, c in zip(values, counts)}
 
-    def features(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """Feature matrix of the given rows (all rows when None), float32 of shape ``(len(rows), d)``."""
-        rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
-        dim = self._dim()
+    def has_features(self, name: str = "pooled") -> np.ndarray:
+        """Whether each row holds feature set ``name``: bool ``(n,)``."""
+        return self._retry(lambda: self._has(name))
+
+    def features(self, rows: Sequence[int] | np.ndarray | None = None, feature_set: str = "pooled") -> np.ndarray:
+        """Features of the given rows (all when None), float32 ``(len(rows), d)``, in the order asked."""
+        dim = self._set_dim(feature_set)
+        rows = np.arange(self._n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self._n):
+            raise IndexError(f"{self.path}: row {int(rows.max() if rows.max() >= self._n else rows.min())} "
+                             f"is outside the store's {self._n} rows")
         out = np.empty((len(rows), dim), np.float32)
-        if len(rows) == 0:
-            return out
-        main = rows < self._n_main
-        if main.any():
-            # h5py wants increasing, unique indices; a large selection is cheaper as one full read.
-            uniq, inverse = np.unique(rows[main], return_inverse=True)
-            with h5py.File(self.path, "r") as f:
-                ds = f["features"]
-                block = ds[: self._n_main][uniq] if len(uniq) > self._n_main // 4 else ds[uniq]
-            out[main] = block[inverse]
-        pending = np.flatnonzero(~main)
-        try:
-            for i in pending:
-                record, index = self._pending_rows[rows[i] - self._n_main]
-                out[i] = self._record_features(record)[index]
-        except FileNotFoundError:
-            # A writer committed since we loaded: the rows are in the new main file, at the same index.
-            self._read_committed(rows[pending], out, pending)
+        if len(rows):
+            self._retry(lambda: self._read_rows(feature_set, rows, out))
         return out
 
-    def load(self, labels: Iterable[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows carrying any of ``labels``: ``(X, y, sha256)`` with X float32 ``(n, d)``, y the label strings."""
-        labels = list(labels)
-        mask = np.isin(self.labels.astype(str), labels)
-        rows = np.flatnonzero(mask)
-        return self.features(rows), self.labels[rows].astype(str), self.sha256[rows]
+    def iter_features(self, block_rows: int = 65536, feature_set: str = "pooled") -> Iterator[np.ndarray]:
+        """All rows' features in order, as float32 blocks of ``block_rows`` rows (block k starts at row k * block_rows)."""
+        for start in range(0, self._n, block_rows):
+            yield self.features(np.arange(start, min(self._n, start + block_rows)), feature_set)
 
-    # ----------------------------------------------------------------- writing
-    def add(self, sha256s: Sequence[str], features: np.ndarray, paths: Sequence[Sequence[str]],
+    def load(self, labels: Iterable[str], feature_set: str = "pooled") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows carrying any of ``labels``: ``(X, y, sha256)``; reads only those rows' features."""
+        current = self.labels.astype(str)
+        rows = np.flatnonzero(np.isin(current, list(labels)))
+        return self.features(rows, feature_set), current[rows], self.sha256[rows]
+
+    def verdicts(self, sha256: str | None = None) -> list[Verdict]:
+        """The verdict log (oldest first), of one content when ``sha256`` is given."""
+        log = self._state()["verdicts"]
+        return [v for v in log if sha256 is None or v.sha256 == sha256]
+
+    def verdict_counts(self) -> dict[str, int]:
+        """Rows per label of their latest verdict."""
+        latest: dict[str, str] = {}
+        for v in self._state()["verdicts"]:
+            latest[v.sha256] = v.label
+        counts: dict[str, int] = {}
+        for label in latest.values():
+            counts[label] = counts.get(label, 0) + 1
+        return counts
+
+    # ================================================================= writing
+    def declare_set(self, name: str, fingerprint: dict) -> None:
+        """Declare feature set ``name``; FeatureSpaceMismatch if it exists with another fingerprint."""
+        self._require_writer()
+        if not name or "/" in name:
+            raise StoreError(f"{self.path}: {name!r} is not a valid feature set name")
+        if self._check_fingerprint(name, fingerprint) and self._m.get("segments") is not None and self._exists():
+            self._persist_sets()
+
+    def add(self, sha256s: Sequence[str], features, paths: Sequence[Sequence[str | bytes]],
             label: str | None = None) -> None:
-        """Add new rows (contents not yet in the store) as one journal record.
+        """Add rows for contents not yet in the store, as one new segment (durable when this returns).
 
-        ``features`` is float32 of shape ``(len(sha256s), d)``; ``paths[i]`` lists where row i was seen.
+        ``features`` is float32 ``(n, d)`` (the ``pooled`` set) or ``{set name: (n, d_set)}``;
+        ``paths[i]`` lists where row i was seen (str or bytes). Contents already stored are skipped.
+        Rows with a non-finite value are refused (StoreError naming their files); nothing is written then.
         """
         self._require_writer()
-        features = np.asarray(features, dtype=np.float32)
-        if features.ndim != 2 or len(features) != len(sha256s) or len(paths) != len(sha256s):
-            raise ValueError(f"features {features.shape}, {len(sha256s)} hashes and {len(paths)} path lists do not line up")
-        if self._fingerprint is None:
-            raise StoreError(f"{self.path}: open the store with a fingerprint before adding features")
-        if features.shape[1] != self._fingerprint["feature_dim"]:
-            raise FeatureSpaceMismatch(f"{self.path}: rows of {features.shape[1]} features, store holds {self._fingerprint['feature_dim']}")
-        now = time.time()
+        sets = dict(features) if isinstance(features, dict) else {"pooled": features}
+        n = len(sha256s)
+        if len(paths) != n:
+            raise ValueError(f"{n} hashes and {len(paths)} path lists do not line up")
+        for name in list(sets):
+            X = np.asarray(sets[name], dtype=np.float32)
+            if X.ndim != 2 or len(X) != n:
+                raise ValueError(f"features {X.shape} of set {name!r} and {n} hashes do not line up")
+            sets[name] = X
+            fp = self.feature_sets.get(name)
+            if fp is None:
+                raise StoreError(f"{self.path}: open the store with a fingerprint (or declare_set({name!r}, ...)) "
+                                 "before adding features")
+            if X.shape[1] != int(fp["feature_dim"]):
+                raise FeatureSpaceMismatch(f"{self.path}: rows of {X.shape[1]} features, set {name!r} holds "
+                                           f"{fp['feature_dim']}")
+        known = self.rows_of(list(sha256s)) if self._n else np.full(n, -1)
         keep, seen = [], set()
         for i, s in enumerate(sha256s):
-            if s not in self._index and s not in seen:  # one row per content, first occurrence wins
+            if known[i] < 0 and s not in seen:  # one row per content, first occurrence wins
                 keep.append(i)
                 seen.add(s)
-        rows = [{"sha256": sha256s[i], "paths": list(paths[i]), "label": label or "", "added": now} for i in keep]
-        if rows:
-            self._write_record({"rows": rows}, features[keep])
+        if not keep:
+            return
+        bad = [i for i in keep if not all(np.isfinite(X[i]).all() for X in sets.values())]
+        if bad:
+            names = ", ".join(display_path(paths[i][0]) if paths[i] else sha256s[i] for i in bad[:5])
+            raise StoreError(f"{self.path}: refused {len(bad)} row(s) with non-finite features (NaN or infinity) "
+                             f"from {names}{' ...' if len(bad) > 5 else ''}; nothing of this batch was recorded")
+        now = time.time()
+        shas = np.array([sha256s[i] for i in keep], dtype="S64")
+        try:
+            seg = self._write_segment(lambda tmp: seglib.write_segment(
+                tmp, shas, {k: X[keep] for k, X in sets.items()}, [label or ""] * len(keep),
+                [[path_bytes(p) for p in paths[i]] for i in keep], np.full(len(keep), now)),
+                shas, sorted(sets), len(keep), est_bytes=sum(X.shape[1] * 4 for X in sets.values()) * len(keep))
+            m = self._next_manifest()
+            m["segments"].append(seg)
+            m["rows"] += seg["rows"]
+            m["layout"] += 1
+            self._write_manifest(m)
+        except (OSError, RuntimeError) as exc:
+            raise StoreError(f"{self.path}: cannot write to the store's folder {self.parts} ({exc}); "
+                             "nothing of this batch was recorded, run again once the problem is fixed") from exc
+        self._session_segments += 1
 
-    def update(self, sha256: str, *, path: str | None = None, label: str | None = None) -> bool:
-        """Record a new path and/or label for an existing row. Returns whether anything changed."""
+    def add_features(self, name: str, sha256s: Sequence[str], features: np.ndarray) -> None:
+        """Fill feature set ``name`` for rows that exist already (rows that hold it are skipped)."""
         self._require_writer()
-        row = self._index[sha256]
-        paths, old_label = self._paths[row], self._label[row]
-        new_paths = paths if path is None or path in paths else [*paths, path]
+        fp = self.feature_sets.get(name)
+        if fp is None:
+            raise StoreError(f"{self.path}: declare the feature set {name!r} before adding it")
+        X = np.asarray(features, np.float32)
+        if X.ndim != 2 or len(X) != len(sha256s) or X.shape[1] != int(fp["feature_dim"]):
+            raise FeatureSpaceMismatch(f"{self.path}: {X.shape} features for {len(sha256s)} rows of set {name!r} "
+                                       f"({fp['feature_dim']}-d)")
+        rows = self.rows_of(list(sha256s))
+        if (rows < 0).any():
+            missing = [sha256s[i] for i in np.flatnonzero(rows < 0)[:3]]
+            raise StoreError(f"{self.path}: no rows for {', '.join(missing)}: add them with `add` first")
+        if not np.isfinite(X).all():
+            raise StoreError(f"{self.path}: refused non-finite {name!r} features; nothing was recorded")
+        has = self.has_features(name) if name in self._m.get("feature_sets", {}) else np.zeros(self._n, bool)
+        keep = np.flatnonzero(~has[rows])
+        _, first = np.unique(rows[keep], return_index=True)
+        keep = keep[np.sort(first)]
+        if not len(keep):
+            return
+        order = keep[np.argsort(rows[keep])]
+        ids = np.array([sha256s[i] for i in order], "S64")
+        try:
+            patch_id = self._m["next_id"]
+            name_ = f"patch-{patch_id:06d}.h5"
+            tmp = self.parts / f".{name_}.{os.getpid()}.tmp"
+            self._require_space(X.shape[1] * 4 * len(order))
+            try:
+                seglib.write_patch(tmp, rows[order], ids, name, X[order])
+                _fsync(tmp)
+                os.replace(tmp, self.parts / name_)
+            finally:
+                tmp.unlink(missing_ok=True)
+            m = self._next_manifest()
+            m["next_id"] = max(m["next_id"], patch_id + 1)
+            m.setdefault("patches", []).append({"name": name_, "set": name, "rows": int(len(order))})
+            self._write_manifest(m)
+        except (OSError, RuntimeError) as exc:
+            raise StoreError(f"{self.path}: cannot write to the store's folder {self.parts} ({exc}); "
+                             "nothing of this batch was recorded, run again once the problem is fixed") from exc
+
+    def update(self, sha256: str, *, path: str | bytes | None = None, label: str | None = None) -> bool:
+        """Record a new path and/or label for an existing row (staged until :meth:`flush`). Returns whether anything changed."""
+        self._require_writer()
+        row = self.row_of(sha256)
+        if row is None:
+            raise StoreError(f"{self.path}: no row for content {sha256}")
+        state = self._state()
+        paths = self.path_bytes(row)
+        new_paths = paths if path is None or path_bytes(path) in paths else [*paths, path_bytes(path)]
+        old_label = state["labels"].get(sha256)
+        if old_label is None:
+            old_label = self._base_label(row)
         new_label = old_label if label is None else label
         if new_paths == paths and new_label == old_label:
             return False
-        self._staged_updates[sha256] = {"sha256": sha256, "paths": new_paths, "label": new_label}
-        self._paths[row], self._label[row] = new_paths, new_label
+        entry = self._staged.setdefault(sha256, {"sha256": sha256})
+        if new_paths != paths:
+            entry["paths"] = [_b64(p) for p in new_paths]
+            state["paths"][sha256] = new_paths
+        if new_label != old_label:
+            entry["label"] = new_label
+            state["labels"][sha256] = new_label
+            self._labels = None
         return True
 
-    def set_failures(self, failures: Iterable[Failure] = (), clear: Iterable[str] = ()) -> None:
+    def set_failures(self, failures: Iterable[Failure] = (), clear: Iterable[str | bytes] = ()) -> None:
         """Record failed files (replacing older records of the same path) and forget ``clear`` paths."""
         self._require_writer()
-        failures, clear = list(failures), [c for c in clear if c in self._failures]
+        current = self._state()["failures"]
+        failures = list(failures)
+        clear = [path_bytes(c) for c in clear if path_bytes(c) in current]
         if failures or clear:
-            self._write_record({"failures": [f.__dict__ for f in failures], "clear": clear})
+            self._write_log({"failures": [[_b64(f.path), int(f.size), float(f.mtime), str(f.reason)] for f in failures],
+                             "clear": [_b64(c) for c in clear]})
+
+    def add_verdicts(self, verdicts: Sequence[Verdict]) -> None:
+        """Append verdicts to the log (durable when this returns); each sets its row's label."""
+        self._require_writer()
+        verdicts = list(verdicts)
+        if not verdicts:
+            return
+        rows = self.rows_of([v.sha256 for v in verdicts])
+        if (rows < 0).any():
+            unknown = verdicts[int(np.flatnonzero(rows < 0)[0])].sha256
+            raise StoreError(f"{self.path}: a verdict for content {unknown}, which the store does not hold; "
+                             "featurize the image first (`stylesift extract PATH --store ...`)")
+        for v in verdicts:
+            if not isinstance(v.label, str) or not v.label:
+                raise StoreError(f"{self.path}: a verdict needs a label, got {v.label!r} for {v.sha256}")
+        self._write_log({"verdicts": [[v.sha256, v.label, v.reviewer, float(v.time), v.note, v.source]
+                                      for v in verdicts]})
 
     def flush(self) -> None:
-        """Write staged path/label updates as a journal record (durable from here on)."""
-        if self._staged_updates:
-            updates, self._staged_updates = list(self._staged_updates.values()), {}
-            self._write_record({"updates": updates})
+        """Write staged path/label updates as one record (durable from here on)."""
+        if self._staged:
+            updates, self._staged = list(self._staged.values()), {}
+            self._write_log({"updates": updates})
 
     def commit(self) -> None:
-        """Merge the journal into the main file (copy, append, fsync, atomic rename)."""
+        """Flush, merge small trailing segments, fold many small records, refresh the top file."""
         self._require_writer()
         self.flush()
-        # Rebuild the overlay from disk: the journal, not memory, is what gets merged (an interrupt
-        # between a record's rename and its bookkeeping must not lose that record's rows).
-        self._load()
-        records = self._journal_records()
-        if not records and self.path.exists():
-            return
-        if self._fingerprint is None:
-            return  # nothing was ever added: do not create an empty file
-        tmp = self._commit_tmp()
         try:
-            if self.path.exists():
-                shutil.copyfile(self.path, tmp)
-            else:
-                h5py.File(tmp, "w").close()
-            self._reserve(tmp)
-            _crash_point("commit-copied")
-            with h5py.File(tmp, "a") as f:
-                self._write_main(f, records)
-            _crash_point("commit-h5-closed")
-            _fsync(tmp)
-            os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
-            _crash_point("commit-renamed")
-        except (OSError, RuntimeError) as exc:  # h5py reports some write failures as RuntimeError
-            tmp.unlink(missing_ok=True)
-            raise StoreError(f"{self.path}: could not commit the store ({exc}); the journal in "
-                             f"{self.journal_dir} keeps every row, run again once the problem is fixed") from exc
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        # Newest first, so a reader that lists the folder sees a prefix of it until it is empty.
-        for seq, record in sorted(records, reverse=True):
-            record.unlink(missing_ok=True)
-            _crash_point("commit-record-deleted")
-        self._load()
-
-    def _reserve(self, tmp: Path) -> None:
-        """Allocate room for what the commit appends, so a full disk fails here, cleanly, not inside HDF5.
-
-        (HDF5 does not recover from a failed write: it can leave its file object in a state that
-        crashes the process later.) HDF5 truncates the file to its real end when it closes it.
-        """
-        strings = sum(len(label) + len(json.dumps(paths)) + 48 for label, paths in zip(self._label, self._paths))
-        strings += sum(len(f.path) + len(f.reason) + 64 for f in self._failures.values())
-        extra = int(1.5 * (len(self._pending_rows) * (self._dim() * 4 + 128) + strings)) + 2**20
-        with open(tmp, "ab") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            try:
-                os.posix_fallocate(fh.fileno(), size, extra)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    return  # a file system without fallocate: go ahead unreserved
-                raise OSError(errno.ENOSPC, f"No space left on device: the commit needs about {extra >> 10} KiB, "
-                              f"{shutil.disk_usage(tmp.parent).free >> 10} KiB are free") from None
+            self._merge_tail()
+            if len(self._log_records()) >= FOLD_RECORDS:
+                self.fold()
+            self._refresh_top()
+        except (OSError, RuntimeError) as exc:
+            raise StoreError(f"{self.path}: could not commit the store ({exc}); every row written so far is "
+                             "kept, run again once the problem is fixed") from exc
 
     def maybe_commit(self) -> None:
-        """Commit when the journal has grown large relative to the main file (keeps total copying linear)."""
-        if len(self._pending_rows) >= max(self.compact_rows, self._n_main // 4):
-            self.commit()
+        """Merge small segments of a long run now and then (keeps the number of files small)."""
+        if self._session_segments >= 8:
+            self._session_segments = 0
+            try:
+                self._merge_tail()
+            except (OSError, RuntimeError) as exc:
+                raise StoreError(f"{self.path}: could not merge segments ({exc}); every row written so far is "
+                                 "kept, run again once the problem is fixed") from exc
 
     def close(self, commit: bool = True) -> None:
         try:
@@ -304,7 +453,582 @@ class FeatureStore:
                 self._lock.release()
                 self._lock = None
 
-    # ----------------------------------------------------------------- internals
+    # ----------------------------------------------------------------- maintenance (store_cmds uses these)
+    def merge(self, first: int, last: int) -> None:
+        """Merge segments ``first..last`` (inclusive, manifest order) into one."""
+        self._require_writer()
+        segs = self._m["segments"]
+        if last <= first:
+            return
+        merged = self._write_segment(lambda tmp: seglib.merge_segments(
+            tmp, [self.parts / s["name"] for s in segs[first:last + 1]], self._set_dims()), None,
+            sorted({n for s in segs[first:last + 1] for n in s["sets"]}),
+            sum(s["rows"] for s in segs[first:last + 1]),
+            est_bytes=sum(s["rows"] for s in segs[first:last + 1]) * (sum(self._set_dims().values()) * 4 + 200),
+            point="merge-written")
+        m = self._next_manifest()
+        old = m["segments"][first:last + 1]
+        m["segments"][first:last + 1] = [merged]
+        m["layout"] += 1
+        self._write_manifest(m)
+        _crash_point("merge-manifest-renamed")
+        for s in old:
+            self._delete_segment(s["name"])
+            _crash_point("merge-sources-deleted")
+
+    def fold(self) -> None:
+        """Fold the small records into one new metadata file (cost: the metadata, not the rows)."""
+        self._require_writer()
+        self.flush()
+        state = self._state()
+        records = self._log_records()
+        if not records and self._m.get("meta"):
+            return
+        last = max([self._m.get("log_seq", 0)] + [s for s, _ in records])
+        body = {"format": "stylesift-store-meta", "log_seq": last,
+                "labels": state["labels"], "paths": {k: [_b64(p) for p in v] for k, v in state["paths"].items()},
+                "verdicts": [[v.sha256, v.label, v.reviewer, v.time, v.note, v.source] for v in state["verdicts"]],
+                "failures": [[_b64(f.path), f.size, f.mtime, f.reason] for f in state["failures"].values()]}
+        m = self._next_manifest()
+        name = f"meta-{m['next_id']:06d}.json"
+        m["next_id"] += 1
+        _write_json_atomic(self.parts / name, body, self.parts)
+        _crash_point("fold-meta-written")
+        old_meta = m.get("meta")
+        m["meta"], m["log_seq"] = name, last
+        self._write_manifest(m)
+        _crash_point("fold-manifest-renamed")
+        for _, record in records:  # oldest first: a reader listing meanwhile sees a gap, and retries
+            record.unlink(missing_ok=True)
+            _crash_point("fold-records-deleted")
+        if old_meta:
+            (self.parts / old_meta).unlink(missing_ok=True)
+
+    def compact(self, max_rows: int | None = None) -> None:
+        """Merge neighbouring segments up to ``max_rows`` rows each (default: 4 × merge_rows) and fold records."""
+        self._require_writer()
+        limit = max_rows or 4 * self.merge_rows
+        i = 0
+        while i < len(self._m["segments"]):
+            segs = self._m["segments"]
+            j, total = i, segs[i]["rows"]
+            while j + 1 < len(segs) and total + segs[j + 1]["rows"] <= limit:
+                j += 1
+                total += segs[j]["rows"]
+            if j > i:
+                self.merge(i, j)
+            i += 1
+        self.fold()
+        self._refresh_top()
+
+    def rewrite(self, keep: np.ndarray, reason: str) -> int:
+        """Rewrite the store keeping only rows where ``keep`` is True (prune, repair); renumbers rows."""
+        self._require_writer()
+        keep = np.asarray(keep, bool)
+        dropped = int((~keep).sum())
+        if not dropped:
+            return 0
+        dims = self._set_dims()
+        m = self._next_manifest()
+        new_segments, start = [], 0
+        for s in m["segments"]:
+            mask = keep[start:start + s["rows"]]
+            start += s["rows"]
+            if mask.all():
+                new_segments.append(s)
+            elif mask.any():
+                new_segments.append(self._write_segment(lambda tmp, s=s, mask=mask: seglib.merge_segments(
+                    tmp, [self.parts / s["name"]], dims, keep=[mask]), None, s["sets"], int(mask.sum()),
+                    est_bytes=int(mask.sum()) * (sum(dims.values()) * 4 + 200)))
+        old_names = {s["name"] for s in m["segments"]} - {s["name"] for s in new_segments}
+        # Patches refer to rows by number: rewrite them against the new numbering.
+        renumber = np.cumsum(keep) - 1
+        new_patches = []
+        for p in m.get("patches", []):
+            with h5py.File(self.parts / p["name"], "r") as f:
+                rows, ids, X = f["row"][:], f["sha256"][:], f[f"sets/{p['set']}"][:]
+            sel = keep[rows]
+            if sel.any():
+                name_ = f"patch-{m['next_id']:06d}.h5"
+                m["next_id"] += 1
+                tmp = self.parts / f".{name_}.{os.getpid()}.tmp"
+                seglib.write_patch(tmp, renumber[rows[sel]], ids[sel], p["set"], X[sel])
+                _fsync(tmp)
+                os.replace(tmp, self.parts / name_)
+                new_patches.append({"name": name_, "set": p["set"], "rows": int(sel.sum())})
+            old_names.add(p["name"])
+        m["next_id"] = max(m["next_id"], self._m["next_id"])
+        m["segments"], m["patches"] = new_segments, new_patches
+        m["rows"] = int(keep.sum())
+        m["epoch"] = m.get("epoch", 0) + 1
+        m["layout"] += 1
+        self._write_manifest(m)
+        for name in old_names:
+            self._delete_segment(name)
+        _LOG.info("%s: %s removed %d rows", self.path, reason, dropped)
+        self._refresh_top()
+        return dropped
+
+    # ================================================================= internals: manifest
+    def _reset_caches(self) -> None:
+        self._sha = self._labels = None
+        self._indexes: dict[str, np.ndarray] = {}
+        self._paths_cache: dict[str, list[list[bytes]]] = {}
+        self._patch_rows: dict[str, np.ndarray] = {}
+        self._meta: dict | None = None
+
+    def _exists(self) -> bool:
+        return self.manifest_path.exists()
+
+    def _read_manifest(self) -> dict:
+        try:
+            raw = self.manifest_path.read_bytes()
+        except FileNotFoundError:
+            return _empty_manifest()
+        except OSError as exc:
+            raise StoreError(f"{self.manifest_path}: cannot read the store's manifest ({exc.strerror or exc})") from None
+        try:
+            m = json.loads(raw)
+            body = {k: v for k, v in m.items() if k != "checksum"}
+            if m.get("checksum") != _checksum(body):
+                raise ValueError("its checksum does not match its content")
+            if m.get("format") != FORMAT:
+                raise ValueError("not a stylesift store manifest")
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise StoreError(f"{self.manifest_path}: damaged manifest of the store {self.path} ({exc}); "
+                             f"restore the folder {self.parts} from a backup, or run "
+                             f"`stylesift store check {self.path}` for details") from None
+        if int(m.get("format_version", 0)) > FORMAT_VERSION:
+            raise StoreError(f"{self.path}: store format {m['format_version']} is newer than this stylesift; upgrade it")
+        return m
+
+    def _adopt(self, m: dict) -> None:
+        self._m = m
+        self._n = int(m["rows"])
+        self._starts = np.cumsum([0] + [s["rows"] for s in m["segments"]])
+
+    def _next_manifest(self) -> dict:
+        m = json.loads(json.dumps(self._m))
+        if self._pending_fp:
+            m["feature_sets"] = {**m.get("feature_sets", {}), **self._pending_fp}
+        return m
+
+    def _write_manifest(self, m: dict) -> None:
+        m["generation"] = int(m.get("generation", 0)) + 1
+        body = {k: v for k, v in m.items() if k != "checksum"}
+        self.parts.mkdir(exist_ok=True)
+        _write_json_atomic(self.manifest_path, {**body, "checksum": _checksum(body)}, self.parts,
+                           point="manifest-tmp-written")
+        _crash_point("manifest-renamed")
+        self._pending_fp = {}
+        self._adopt(m)
+        self._sha = self._labels = None
+
+    def _persist_sets(self) -> None:
+        self._write_manifest(self._next_manifest())
+
+    def _check_fingerprint(self, name: str, fingerprint: dict) -> bool:
+        """Whether ``name`` is new (then remembered until the next manifest write)."""
+        have = self.feature_sets.get(name)
+        if have is None:
+            self._pending_fp[name] = dict(fingerprint)
+            return True
+        require_same(have, fingerprint, str(self.path),
+                     "Use a new --store for this featurizer, or the weights the store was built with.", FeatureSpaceMismatch)
+        return False
+
+    def _set_dim(self, name: str) -> int:
+        fp = self.feature_sets.get(name)
+        if fp is None:
+            have = ", ".join(sorted(self.feature_sets)) or "none"
+            raise StoreError(f"{self.path}: no feature set {name!r} in this store (it holds: {have}); add it with "
+                             + _extract_hint(self.path, name))
+        return int(fp["feature_dim"])
+
+    def _set_dims(self) -> dict[str, int]:
+        return {k: int(v["feature_dim"]) for k, v in self.feature_sets.items()}
+
+    def _retry(self, fn):
+        """Run a read; when a part vanished under it (a writer merged or folded), reread the manifest and retry."""
+        for attempt in range(50):
+            try:
+                return fn()
+            except (FileNotFoundError, _Stale) as exc:
+                if self._lock is not None:
+                    raise StoreError(f"{self.path}: a part of the store is missing ({getattr(exc, 'filename', '')}); "
+                                     f"run `stylesift store check {self.path}`") from None
+                time.sleep(min(0.01 * attempt, 0.2))
+                self._refresh_reader()
+        raise StoreError(f"{self.path}: the store keeps changing under the reader, or a part named by its "
+                         f"manifest is missing; try again, and if no writer is running, run "
+                         f"`stylesift store check {self.path}`")
+
+    def _refresh_reader(self) -> None:
+        m = self._read_manifest()
+        if m.get("epoch", 0) != self._m.get("epoch", 0):
+            raise StoreError(f"{self.path}: rows were removed (prune or repair) while the store was open; open it again")
+        n = self._n
+        self._reset_caches()
+        self._adopt(m)
+        self._n = min(n, int(m["rows"]))  # keep the snapshot: rows added meanwhile are not in this view
+
+    # ================================================================= internals: reading
+    def _check_row(self, row: int) -> int:
+        row = int(row)
+        if not 0 <= row < self._n:
+            raise IndexError(f"{self.path}: row {row} is outside the store's {self._n} rows")
+        return row
+
+    def _segments_in(self, lo: int, hi: int):
+        """(segment, start, first local row, last local row + 1) of the segments covering rows [lo, hi)."""
+        segs = self._m["segments"]
+        k = int(np.searchsorted(self._starts, lo, "right")) - 1
+        while k < len(segs) and self._starts[k] < hi:
+            start = int(self._starts[k])
+            yield segs[k], start, max(lo, start) - start, min(hi, start + segs[k]["rows"]) - start
+            k += 1
+
+    def _open(self, name: str) -> h5py.File:
+        path = self.parts / name
+        try:
+            return h5py.File(path, "r")
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if not path.exists():
+                raise FileNotFoundError(errno.ENOENT, "missing", str(path)) from None
+            raise StoreError(f"{path}: damaged part of the store {self.path} ({_h5_reason(exc)}); run "
+                             f"`stylesift store check {self.path} --repair` to move it aside (its images are "
+                             "featurized again by the next extract)") from None
+
+    def _read(self, f: h5py.File, dataset: str, sel, what: str):
+        try:
+            return f[dataset][sel]
+        except (OSError, KeyError) as exc:
+            raise StoreError(f"{f.filename}: {what} fail(s) their checksum or cannot be read ({_h5_reason(exc)}); "
+                             f"run `stylesift store check {self.path} --repair` to move the damaged part aside "
+                             "(its images are featurized again by the next extract)") from None
+
+    def _column(self, name: str) -> np.ndarray:
+        parts = []
+        for seg, start, lo, hi in self._segments_in(0, self._n):
+            with self._open(seg["name"]) as f:
+                parts.append(self._read(f, name, slice(lo, hi), f"{name} of rows {start + lo}-{start + hi - 1}"))
+        dtype = "S64" if name == "sha256" else np.float64
+        return np.concatenate(parts) if parts else np.empty(0, dtype)
+
+    def _index(self, seg: dict) -> np.ndarray:
+        index = self._indexes.get(seg["name"])
+        if index is None:
+            idx_path = self.parts / (seg["name"][:-3] + ".idx.npy")
+            try:
+                index = np.load(idx_path, mmap_mode="r", allow_pickle=False)
+                if index.dtype != seglib.INDEX_DTYPE or len(index) != seg["rows"]:
+                    raise ValueError("wrong shape")
+            except (OSError, ValueError):  # missing or damaged: rebuild in memory from the segment
+                if not (self.parts / seg["name"]).exists():
+                    raise FileNotFoundError(errno.ENOENT, "missing", str(self.parts / seg["name"])) from None
+                with self._open(seg["name"]) as f:
+                    index = seglib.build_index(self._read(f, "sha256", slice(None), "the ids"))
+            self._indexes[seg["name"]] = index
+        return index
+
+    def _lookup(self, queries: np.ndarray) -> np.ndarray:
+        out = np.full(len(queries), -1, np.int64)
+        for seg, start, lo, hi in self._segments_in(0, self._n):
+            todo = np.flatnonzero(out < 0)
+            if not len(todo):
+                break
+            pos = seglib.lookup(self._index(seg), queries[todo])
+            hit = (pos >= 0) & (pos < hi)
+            out[todo[hit]] = start + pos[hit]
+        return out
+
+    def _sha_of(self, row: int) -> str:
+        if self._sha is not None:
+            return str(self._sha[row])
+        for seg, start, lo, hi in self._segments_in(row, row + 1):
+            with self._open(seg["name"]) as f:
+                return self._read(f, "sha256", lo, f"the id of row {row}").decode()
+        raise IndexError(row)
+
+    def _base_paths(self, row: int) -> list[bytes]:
+        for seg, start, lo, hi in self._segments_in(row, row + 1):
+            cached = self._paths_cache.get(seg["name"])
+            if cached is None:
+                with self._open(seg["name"]) as f:
+                    off = self._read(f, "paths_offsets", slice(None), "the path offsets")
+                    data = self._read(f, "paths_data", slice(None), "the paths").tobytes()
+                cached = self._paths_cache[seg["name"]] = seglib.decode_paths(off, data)
+            return list(cached[lo])
+        raise IndexError(row)
+
+    def _base_label(self, row: int) -> str:
+        for seg, start, lo, hi in self._segments_in(row, row + 1):
+            with self._open(seg["name"]) as f:
+                names = self._read(f, "label_names", slice(None), "the label names")
+                return names[self._read(f, "label_code", lo, f"the label of row {row}")].decode()
+        raise IndexError(row)
+
+    def _compute_labels(self) -> np.ndarray:
+        out = np.empty(self._n, dtype=object)
+        for seg, start, lo, hi in self._segments_in(0, self._n):
+            with self._open(seg["name"]) as f:
+                names = np.array([s.decode() for s in self._read(f, "label_names", slice(None), "the label names")],
+                                 dtype=object)
+                out[start + lo:start + hi] = names[self._read(f, "label_code", slice(lo, hi), "the labels")]
+        state = self._state()
+        latest = {v.sha256: v.label for v in state["verdicts"]}
+        for source in (state["labels"], latest):
+            if source:
+                keys = list(source)
+                rows = self._lookup(np.array(keys, "S64"))
+                for key, row in zip(keys, rows):
+                    if row >= 0:
+                        out[row] = source[key]
+        return out
+
+    def _has(self, name: str) -> np.ndarray:
+        out = np.zeros(self._n, bool)
+        if name not in self.feature_sets:
+            return out
+        for seg, start, lo, hi in self._segments_in(0, self._n):
+            if name in seg["sets"]:
+                if seg.get("partial", {}).get(name):
+                    with self._open(seg["name"]) as f:
+                        out[start + lo:start + hi] = self._read(f, f"present/{name}", slice(lo, hi), "presence")
+                else:
+                    out[start + lo:start + hi] = True
+        for p in self._m.get("patches", []):
+            if p["set"] == name:
+                rows = self._patch_index(p)
+                out[rows[rows < self._n]] = True
+        return out
+
+    def _patch_index(self, p: dict) -> np.ndarray:
+        rows = self._patch_rows.get(p["name"])
+        if rows is None:
+            with self._open(p["name"]) as f:
+                rows = self._patch_rows[p["name"]] = self._read(f, "row", slice(None), "the patch rows")
+        return rows
+
+    def _read_rows(self, name: str, rows: np.ndarray, out: np.ndarray) -> None:
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        missing: list[np.ndarray] = []
+        bounds = np.searchsorted(srt, self._starts)
+        for k, seg in enumerate(self._m["segments"]):
+            a, b = int(bounds[k]), int(bounds[k + 1])
+            if a == b:
+                continue
+            start = int(self._starts[k])
+            local, dest = srt[a:b] - start, order[a:b]
+            if name not in seg["sets"]:
+                missing.append(dest)
+                continue
+            with self._open(seg["name"]) as f:
+                if seg.get("partial", {}).get(name):
+                    present = self._read(f, f"present/{name}", slice(None), "presence")[local]
+                    missing.append(dest[~present])
+                    local, dest = local[present], dest[present]
+                self._read_segment_rows(f, f"sets/{name}", local, dest, out, start)
+        missing_rows = np.concatenate(missing) if missing else np.empty(0, np.int64)
+        if len(missing_rows):
+            found = np.zeros(len(missing_rows), bool)
+            want = rows[missing_rows]
+            for p in self._m.get("patches", []):
+                if p["set"] != name:
+                    continue
+                prow = self._patch_index(p)
+                at = np.minimum(np.searchsorted(prow, want), len(prow) - 1)
+                hit = (prow[at] == want) & ~found
+                if hit.any():
+                    with self._open(p["name"]) as f:
+                        self._read_segment_rows(f, f"sets/{name}", at[hit], missing_rows[hit], out, 0)
+                    found |= hit
+            if not found.all():
+                raise StoreError(f"{self.path}: {int((~found).sum())} of the requested rows lack the feature set "
+                                 f"{name!r}; add it with {_extract_hint(self.path, name)}")
+
+    def _read_segment_rows(self, f: h5py.File, dataset: str, local: np.ndarray, dest: np.ndarray, out: np.ndarray,
+                           start: int) -> None:
+        """Rows ``local`` (sorted) of a segment's dataset into ``out[dest]``: dense spans as slices, sparse ones by chunk."""
+        if not len(local):
+            return
+        ds = f[dataset]
+        chunk = ds.chunks[0] if ds.chunks else 1
+        lo, hi = int(local[0]), int(local[-1]) + 1
+        try:
+            if len(local) * 4 >= hi - lo:  # dense: read the span in one go
+                if len(local) == hi - lo and np.all(np.diff(dest) == 1):
+                    ds.read_direct(out, np.s_[lo:hi], np.s_[int(dest[0]):int(dest[0]) + hi - lo])
+                else:
+                    out[dest] = ds[lo:hi][local - lo]
+                return
+            chunks = local // chunk
+            cut = np.flatnonzero(np.diff(chunks)) + 1
+            for group, where in zip(np.split(local, cut), np.split(np.arange(len(local)), cut)):
+                c0 = int(group[0]) // chunk * chunk
+                block = ds[c0:min(c0 + chunk, ds.shape[0])]
+                out[dest[where]] = block[group - c0]
+        except OSError as exc:
+            raise StoreError(f"{f.filename}: features of rows {start + lo}-{start + hi - 1} fail their checksum or "
+                             f"cannot be read ({_h5_reason(exc)}); run `stylesift store check {self.path} --repair` "
+                             "to move the damaged part aside (its images are featurized again by the next extract)") from None
+
+    # ================================================================= internals: small records
+    def _state(self) -> dict:
+        if self._meta is None:
+            self._meta = self._retry(self._load_state)
+        return self._meta
+
+    def _load_state(self) -> dict:
+        state = {"labels": {}, "paths": {}, "verdicts": [], "failures": {}}
+        meta = self._m.get("meta")
+        if meta:
+            body = _read_json(self.parts / meta, f"restore it from a backup, or delete it to lose the labels, "
+                                                 f"verdicts and failures recorded before {time.ctime()}")
+            state["labels"] = dict(body["labels"])
+            state["paths"] = {k: [_unb64(p) for p in v] for k, v in body["paths"].items()}
+            state["verdicts"] = [Verdict(*v) for v in body["verdicts"]]
+            for p, size, mtime, reason in body["failures"]:
+                raw = _unb64(p)
+                state["failures"][raw] = Failure(os.fsdecode(raw), int(size), float(mtime), reason)
+        records = self._log_records()
+        seqs = [s for s, _ in records]
+        base = int(self._m.get("log_seq", 0))
+        if self._lock is None and seqs != list(range(base + 1, base + 1 + len(seqs))):
+            raise _Stale  # a fold deleted records while we listed them
+        for _, record in records:
+            _apply(state, _read_json(record, "move it away to open the store without that record (a label, path, "
+                                             "verdict or failure entry)"))
+        return state
+
+    def _log_records(self) -> list[tuple[int, Path]]:
+        base = int(self._m.get("log_seq", 0))
+        try:
+            entries = list(self.log_dir.iterdir())
+        except FileNotFoundError:
+            return []
+        out = []
+        for entry in entries:
+            stem, dot, ext = entry.name.partition(".")
+            if ext == "json" and stem.isdigit() and int(stem) > base:
+                out.append((int(stem), entry))
+        return sorted(out)
+
+    def _write_log(self, body: dict) -> None:
+        records = self._log_records()
+        seq = max([int(self._m.get("log_seq", 0))] + [s for s, _ in records]) + 1
+        state = self._state()
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(self.log_dir / f"{seq:012d}.json", body, self.log_dir, point="log-tmp-written")
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot write to the store's folder {self.log_dir} ({exc}); "
+                             "nothing of this batch was recorded") from exc
+        _crash_point("log-renamed")
+        _apply(state, body)
+        self._labels = None
+
+    # ================================================================= internals: writing
+    def _require_writer(self) -> None:
+        if self.mode != "a" or self._lock is None:
+            raise StoreError(f"{self.path}: store is open read-only")
+
+    def _require_space(self, nbytes: int) -> None:
+        """Fail cleanly, before HDF5 writes anything, when the disk cannot hold what comes (HDF5 does not recover)."""
+        need = int(nbytes * 1.2) + (1 << 16)
+        try:
+            free = shutil.disk_usage(self.parts if self.parts.exists() else self.path.parent).free
+        except OSError:
+            return
+        if free < need:
+            raise OSError(errno.ENOSPC, f"No space left on device: about {need >> 10} KiB needed, {free >> 10} KiB free")
+
+    def _write_segment(self, writer, shas: np.ndarray | None, sets: list[str], rows: int, *, est_bytes: int,
+                       point: str = "segment-tmp-written") -> dict:
+        """Write a segment through ``writer(tmp)``, then its index; rename both into place; return its manifest entry."""
+        self.parts.mkdir(exist_ok=True)
+        seg_id = self._m["next_id"]
+        self._m["next_id"] = seg_id + 1  # never reused, even if this write fails
+        name = f"seg-{seg_id:06d}.h5"
+        tmp = self.parts / f".{name}.{os.getpid()}.tmp"
+        idx_tmp = self.parts / f".{name}.idx.{os.getpid()}.tmp"
+        self._require_space(est_bytes + rows * 80)
+        try:
+            writer(tmp)
+            with h5py.File(tmp, "r") as f:
+                if shas is None:
+                    shas = f["sha256"][:]
+                partial = {k[len("present/"):]: True for k in _names(f, "present")}
+            _fsync(tmp)
+            _crash_point(point)
+            seglib.write_index(idx_tmp, seglib.build_index(shas))
+            os.replace(idx_tmp, self.parts / (name[:-3] + ".idx.npy"))
+            os.replace(tmp, self.parts / name)
+            _fsync_dir(self.parts)
+        finally:
+            tmp.unlink(missing_ok=True)
+            idx_tmp.unlink(missing_ok=True)
+        if point == "segment-tmp-written":
+            _crash_point("segment-renamed")
+        entry = {"name": name, "rows": int(rows), "sets": list(sets)}
+        if partial:
+            entry["partial"] = partial
+        return entry
+
+    def _delete_segment(self, name: str) -> None:
+        (self.parts / name).unlink(missing_ok=True)
+        if name.endswith(".h5"):
+            (self.parts / (name[:-3] + ".idx.npy")).unlink(missing_ok=True)
+        self._indexes.pop(name, None)
+        self._paths_cache.pop(name, None)
+
+    def _merge_tail(self) -> None:
+        """Merge trailing segments while the one before is no larger than all after it (binary counter)."""
+        segs = self._m["segments"]
+        if len(segs) < 2:
+            return
+        j, total = len(segs) - 1, segs[-1]["rows"]
+        while j > 0 and segs[j - 1]["rows"] <= total and total + segs[j - 1]["rows"] <= self.merge_rows:
+            j -= 1
+            total += segs[j]["rows"]
+        if j < len(segs) - 1:
+            self.merge(j, len(segs) - 1)
+
+    def _refresh_top(self) -> None:
+        """Rewrite the plain-h5py top file when the segments changed since it was written."""
+        if not self._exists():
+            return
+        layout = int(self._m["layout"])
+        try:
+            with h5py.File(self.path, "r") as f:
+                if int(f.attrs.get("format_version", 0)) == FORMAT_VERSION and int(f.attrs.get("layout", -1)) == layout \
+                        and int(f.attrs.get("rows", -1)) == self._n:
+                    return
+        except (OSError, ValueError):
+            pass
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fp = self.fingerprint
+        attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "rows": self._n, "layout": layout,
+                 "parts": self.parts.name, "feature_sets": json.dumps(self.feature_sets, sort_keys=True)}
+        if fp is not None:
+            from stylesift.featurizer.space import fingerprint_id
+
+            attrs["fingerprint"] = json.dumps(fp, sort_keys=True)
+            attrs["fingerprint_id"] = fingerprint_id(fp)
+        try:
+            seglib.write_top(tmp, self.parts.name, self._m["segments"], self._n,
+                             int(fp["feature_dim"]) if fp else None, attrs)
+            _fsync(tmp)
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _crash_point("top-renamed")
+
+    # ================================================================= internals: lock, leftovers, upgrade
     def _acquire_lock(self, timeout: float) -> None:
         from filelock import FileLock, Timeout
 
@@ -326,10 +1050,6 @@ class FeatureStore:
             raise StoreError(f"{self.path}: cannot take the writer lock ({exc.strerror or exc}: "
                              f"{exc.filename or lock.lock_file}); the store's folder must be writable") from None
         self._lock = lock
-        self._remove_leftovers()
-
-    def _commit_tmp(self) -> Path:
-        return self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
 
     def _remove_leftovers(self) -> None:
         """Delete what killed writers left behind; safe because we hold the lock."""
@@ -337,220 +1057,208 @@ class FeatureStore:
         for tmp in self.path.parent.iterdir():
             if tmp.name.startswith(f".{self.path.name}.") and tmp.name.endswith(".tmp"):
                 tmp.unlink(missing_ok=True)
-        if self.journal_dir.is_dir():
-            for tmp in self.journal_dir.iterdir():
-                if tmp.name.startswith(".") and tmp.name.endswith(".tmp"):
-                    tmp.unlink(missing_ok=True)
-
-    def _require_writer(self) -> None:
-        if self.mode != "a" or self._lock is None:
-            raise StoreError(f"{self.path}: store is open read-only")
-
-    def _dim(self) -> int:
-        return int(self._fingerprint["feature_dim"]) if self._fingerprint else 0
-
-    def _check_fingerprint(self, fingerprint: dict) -> None:
-        if self._fingerprint is None:
-            self._fingerprint = dict(fingerprint)
+        upgrading = self.path.with_name(f".{self.path.name}.parts.upgrading")
+        if upgrading.is_dir():
+            shutil.rmtree(upgrading, ignore_errors=True)
+        if not self.parts.is_dir():
             return
-        require_same(self._fingerprint, fingerprint, str(self.path),
-                     "Use a new --store for this featurizer, or the weights the store was built with.", FeatureSpaceMismatch)
-
-    def _load(self) -> None:
-        for attempt in range(50):  # a writer committed while we read: start over
-            try:
-                self._load_once()
-                return
-            except (FileNotFoundError, _Stale):
-                time.sleep(min(0.01 * attempt, 0.2))
-        raise StoreError(f"{self.path}: the store keeps changing under the reader (or its journal {self.journal_dir} "
-                         "lacks a record); try again, and if no writer is running, any `stylesift extract` "
-                         "into this store repairs it")
-
-    def _load_once(self) -> None:
-        self._fingerprint, self._sha, self._label, self._paths = None, [], [], []
-        self._failures: dict[str, Failure] = {}
-        self._pending_rows: list[tuple[Path, int]] = []
-        self._staged_updates: dict[str, dict] = {}
-        self._cache: tuple[Path, np.ndarray] | None = None
-        self._journal_seq = 0
-        main_id = _file_id(self.path)
-        if main_id is not None:
-            try:
-                f = h5py.File(self.path, "r")
-            except OSError as exc:
-                raise StoreError(f"{self.path}: not a readable HDF5 feature store ({exc})") from None
-            with f:
-                if f.attrs.get("format") != FORMAT:
-                    raise StoreError(f"{self.path}: an HDF5 file, but not a stylesift feature store")
-                if int(f.attrs["format_version"]) > FORMAT_VERSION:
-                    raise StoreError(f"{self.path}: store format {f.attrs['format_version']} is newer than this stylesift; upgrade it")
-                self._fingerprint = json.loads(f.attrs["fingerprint"])
-                self._journal_seq = int(f.attrs.get("journal_seq", 0))
-                n = int(f.attrs["rows"])
-                self._sha = [s.decode() for s in f["sha256"][:n]]
-                self._label = [s.decode() if isinstance(s, bytes) else s for s in f["label"][:n]]
-                self._paths = [json.loads(p) for p in f["paths"][:n]]
-                g = f["failures"]
-                for p, s, m, r in zip(g["path"][...], g["size"][...], g["mtime"][...], g["reason"][...]):
-                    p = p.decode()
-                    self._failures[p] = Failure(p, int(s), float(m), r.decode())
-        self._n_main = len(self._sha)
-        self._index = {s: i for i, s in enumerate(self._sha)}
-        records = self._journal_records()
-        contiguous = [seq for seq, _ in records] == list(range(self._journal_seq + 1, self._journal_seq + 1 + len(records)))
-        if self._lock is None and (not contiguous or _file_id(self.path) != main_id):
-            raise _Stale  # a commit replaced the main file while we read: our view would be out of date
-        for seq, record in records:
-            try:
-                with np.load(record, allow_pickle=False) as data:
-                    meta = json.loads(str(data["meta"]))
-            except FileNotFoundError:
-                raise
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-                raise StoreError(f"{record}: damaged journal record of {self.path} ({exc}); move it away to open "
-                                 "the store without that batch, whose images the next extract featurizes again") from None
-            self._apply(meta, record)
-        if self.mode == "a" and self._lock is not None:
-            self._remove_merged_records()
-
-    def _remove_merged_records(self) -> None:
-        """Records a killed commit had merged but not yet deleted (their seq is <= journal_seq)."""
-        if self.journal_dir.is_dir():
-            for entry in self.journal_dir.glob("*.npz"):
-                if entry.stem.isdigit() and int(entry.stem) <= self._journal_seq:
+        m = self._read_manifest()
+        named = {"manifest.json", "log"} | {s["name"] for s in m["segments"]} | {p["name"] for p in m.get("patches", [])}
+        named |= {s["name"][:-3] + ".idx.npy" for s in m["segments"]}
+        if m.get("meta"):
+            named.add(m["meta"])
+        for entry in self.parts.iterdir():
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                entry.unlink(missing_ok=True)
+            elif entry.name not in named and (entry.name.startswith(("seg-", "patch-", "meta-"))):
+                entry.unlink(missing_ok=True)  # written but never listed, or merged away and not yet deleted
+        if self.log_dir.is_dir():
+            base = int(m.get("log_seq", 0))
+            for entry in self.log_dir.iterdir():
+                stem = entry.name.partition(".")[0]
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
                     entry.unlink(missing_ok=True)
+                elif stem.isdigit() and int(stem) <= base:
+                    entry.unlink(missing_ok=True)  # folded by a commit killed before it deleted them
 
-    def _read_committed(self, rows: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
-        with h5py.File(self.path, "r") as f:
-            n = int(f.attrs["rows"])
-            if len(rows) and int(rows.max()) >= n:
-                raise StoreError(f"{self.path}: rows vanished from the journal but are not in the store; reopen it")
-            uniq, inverse = np.unique(rows, return_inverse=True)
-            sha = [s.decode() for s in f["sha256"][uniq]]
-            if sha != [self._sha[r] for r in uniq]:
-                raise StoreError(f"{self.path}: the store changed in an unexpected way while open; reopen it")
-            out[where] = f["features"][uniq][inverse]
+    def _upgrade_legacy(self) -> None:
+        from stylesift.featurizer.store_upgrade import finish_upgrade, upgrade
 
-    def _journal_records(self) -> list[tuple[int, Path]]:
-        if not self.journal_dir.is_dir():
-            return []
-        records = []
-        for entry in self.journal_dir.iterdir():
-            if entry.suffix == ".npz" and entry.stem.isdigit() and int(entry.stem) > self._journal_seq:
-                records.append((int(entry.stem), entry))
-        return sorted(records)
-
-    def _apply(self, meta: dict, record: Path | None) -> None:
-        if self._fingerprint is None and meta.get("fingerprint"):
-            self._fingerprint = meta["fingerprint"]
-        for i, row in enumerate(meta.get("rows", [])):
-            if row["sha256"] in self._index:
-                continue  # already merged (a commit that died before deleting its records)
-            self._index[row["sha256"]] = len(self._sha)
-            self._sha.append(row["sha256"])
-            self._label.append(row["label"])
-            self._paths.append(row["paths"])
-            self._pending_rows.append((record, i))
-        for upd in meta.get("updates", []):
-            row = self._index.get(upd["sha256"])
-            if row is not None:
-                self._paths[row], self._label[row] = upd["paths"], upd["label"]
-        for fail in meta.get("failures", []):
-            self._failures[fail["path"]] = Failure(**fail)
-        for path in meta.get("clear", []):
-            self._failures.pop(path, None)
-
-    def _write_record(self, meta: dict, features: np.ndarray | None = None) -> None:
-        existing = self._journal_records()
-        seq = max([self._journal_seq] + [s for s, _ in existing]) + 1
-        meta = {**meta, "fingerprint": self._fingerprint}
-        target = self.journal_dir / f"{seq:012d}.npz"
-        tmp = self.journal_dir / f".{seq:012d}.{os.getpid()}.tmp"
-        try:
-            self.journal_dir.mkdir(exist_ok=True)
-            with open(tmp, "wb") as fh:
-                arrays = {"meta": np.array(json.dumps(meta))}
-                if features is not None:
-                    arrays["features"] = features
-                np.savez(fh, **arrays)
-                fh.flush()
-                _crash_point("journal-tmp-written")
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-            _fsync_dir(self.journal_dir)
-            _crash_point("journal-renamed")
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise StoreError(f"{self.path}: cannot write to the store's journal {self.journal_dir} ({exc}); "
-                             "nothing of this batch was recorded") from exc
-        self._apply(meta, target)
-
-    def _record_features(self, record: Path) -> np.ndarray:
-        if self._cache is None or self._cache[0] != record:
-            with np.load(record, allow_pickle=False) as data:
-                self._cache = (record, data["features"])
-        return self._cache[1]
-
-    def _write_main(self, f: h5py.File, records: list[tuple[int, Path]]) -> None:
-        dim = self._dim()
-        if "features" not in f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["fingerprint"] = json.dumps(self._fingerprint, sort_keys=True)
-            from stylesift.featurizer.backbone import fingerprint_id
-            f.attrs["fingerprint_id"] = fingerprint_id(self._fingerprint)
-            f.create_dataset("features", (0, dim), np.float32, maxshape=(None, dim), chunks=(64, dim))
-            f.create_dataset("sha256", (0,), "S64", maxshape=(None,), chunks=(4096,))
-            f.create_dataset("label", (0,), _STR, maxshape=(None,), chunks=(4096,))
-            f.create_dataset("paths", (0,), _STR, maxshape=(None,), chunks=(4096,))
-            f.create_dataset("added", (0,), np.float64, maxshape=(None,), chunks=(4096,))
-        n_old = int(f.attrs.get("rows", 0))
-        n_new = len(self._sha)
-        new = slice(n_old, n_new)
-        for name in ("features", "sha256", "label", "paths", "added"):
-            f[name].resize(n_new, axis=0)
-        added = np.empty(n_new - n_old, np.float64)
-        pending = set(self._pending_rows)
-        for seq, record in records:
-            with np.load(record, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                # The rows this record contributed to the overlay (see _apply): first occurrences only.
-                keep = [i for i, r in enumerate(meta.get("rows", [])) if (record, i) in pending]
-                if not keep:
-                    continue
-                feats = data["features"][keep]
-            rows = [meta["rows"][i] for i in keep]
-            targets = np.array([self._index[r["sha256"]] for r in rows])
-            start = int(targets[0])
-            if np.array_equal(targets, np.arange(start, start + len(targets))):
-                f["features"][start:start + len(rows)] = feats  # the usual case: one slice write per record
-            else:
-                for t, feat in zip(targets, feats):
-                    f["features"][int(t)] = feat
-            added[targets - n_old] = [r["added"] for r in rows]
-            _crash_point("commit-rows-written")
-        if n_new > n_old:
-            f["sha256"][new] = np.array(self._sha[n_old:], dtype="S64")
-            f["added"][new] = added
-        # Labels and paths may change on old rows too; rewriting them whole is cheap next to features.
-        f["label"][...] = np.array(self._label, dtype=object)
-        f["paths"][...] = np.array([json.dumps(p) for p in self._paths], dtype=object)
-        if "failures" in f:
-            del f["failures"]
-        g = f.create_group("failures")
-        fails = list(self._failures.values())
-        g.create_dataset("path", data=np.array([x.path for x in fails], dtype=object), dtype=_STR)
-        g.create_dataset("size", data=np.array([x.size for x in fails], dtype=np.int64))
-        g.create_dataset("mtime", data=np.array([x.mtime for x in fails], dtype=np.float64))
-        g.create_dataset("reason", data=np.array([x.reason for x in fails], dtype=object), dtype=_STR)
-        f.attrs["journal_seq"] = max([self._journal_seq] + [s for s, _ in records])
-        f.attrs["rows"] = n_new  # written last: the committed row count
+        if self._exists():
+            finish_upgrade(self)
+        elif _is_legacy(self.path):
+            upgrade(self)
 
 
 class _Stale(Exception):
-    """The main file a reader opened is older than the journal it then listed."""
+    """A fold removed small records while a reader listed them."""
+
+
+class _V1Reader(FeatureStore):
+    """A store of format_version 1, opened for reading as it is (writers upgrade it)."""
+
+    def __init__(self, path, mode: str = "r", *, fingerprint: dict | None = None, **kwargs):
+        from stylesift.featurizer.store_v1 import V1Store
+
+        self.path = Path(path)
+        self.mode = "r"
+        self._lock = None
+        self._v1 = V1Store(path, fingerprint=fingerprint)
+
+    def __len__(self):
+        return len(self._v1)
+
+    @property
+    def feature_sets(self):
+        fp = self._v1.fingerprint
+        return {"pooled": fp} if fp else {}
+
+    @property
+    def sha256(self):
+        return self._v1.sha256
+
+    @property
+    def added(self):
+        return np.asarray(self._v1._added, np.float64)
+
+    @property
+    def labels(self):
+        return self._v1.labels
+
+    def path_bytes(self, row):
+        return [path_bytes(p) for p in self._v1.paths(row)]
+
+    @property
+    def failures(self):
+        return self._v1.failures
+
+    def rows_of(self, sha256s):
+        return np.array([-1 if (r := self._v1.row_of(s)) is None else r for s in sha256s], np.int64)
+
+    def has_features(self, name="pooled"):
+        return np.full(len(self), name == "pooled" and bool(self.feature_sets))
+
+    def features(self, rows=None, feature_set="pooled"):
+        self._set_dim(feature_set)
+        return self._v1.features(rows)
+
+    def iter_features(self, block_rows=65536, feature_set="pooled"):
+        for start in range(0, len(self), block_rows):
+            yield self.features(np.arange(start, min(len(self), start + block_rows)), feature_set)
+
+    def verdicts(self, sha256=None):
+        return []
+
+    def verdict_counts(self):
+        return {}
+
+    def close(self, commit: bool = True):
+        pass
+
+
+# ===================================================================== helpers
+def _empty_manifest() -> dict:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "generation": 0, "epoch": 0, "layout": 0,
+            "rows": 0, "next_id": 1, "feature_sets": {}, "segments": [], "patches": [], "meta": None, "log_seq": 0}
+
+
+def _is_legacy(path: Path) -> bool:
+    """A format_version 1 store (main file and/or journal) without a current manifest."""
+    if (path.with_name(path.name + ".parts") / "manifest.json").exists():
+        return False
+    journal = path.with_name(path.name + ".journal")
+    if journal.is_dir() and any(e.suffix == ".npz" for e in journal.iterdir()):
+        return True
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == FORMAT and int(f.attrs.get("format_version", 0)) == 1
+    except (OSError, ValueError):
+        return False
+
+
+def _check_top(path: Path, parts: Path) -> None:
+    """Explain a top file that has no manifest beside it (never returns normally when it is a known case)."""
+    try:
+        with h5py.File(path, "r") as f:
+            fmt, version = f.attrs.get("format"), int(f.attrs.get("format_version", 0))
+    except OSError as exc:
+        raise StoreError(f"{path}: not a readable HDF5 feature store ({_h5_reason(exc)})") from None
+    except (ValueError, TypeError):
+        raise StoreError(f"{path}: damaged store header; restore it from a backup") from None
+    if fmt != FORMAT:
+        raise StoreError(f"{path}: an HDF5 file, but not a stylesift feature store")
+    if version >= 2:
+        raise StoreError(f"{path}: the store's data folder {parts} is missing (this file only points into it); "
+                         "restore the folder from a backup")
+
+
+def _names(f: h5py.File, group: str) -> list[str]:
+    return [f"{group}/{k}" for k in f[group]] if group in f else []
+
+
+def _h5_reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "filter returned failure" in text or "checksum" in text.lower():
+        return "Fletcher32 checksum mismatch"
+    return text.split("(", 1)[0].strip() or type(exc).__name__
+
+
+def _b64(p: str | bytes) -> str:
+    return base64.b64encode(path_bytes(p)).decode("ascii")
+
+
+def _unb64(s: str) -> bytes:
+    return base64.b64decode(s.encode("ascii"))
+
+
+def _checksum(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _write_json_atomic(target: Path, body: dict, folder: Path, point: str | None = None) -> None:
+    body = {k: v for k, v in body.items() if k != "checksum"}
+    text = json.dumps({**body, "checksum": _checksum(body)}, separators=(",", ":"))
+    tmp = folder / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="ascii") as fh:
+            fh.write(text)
+            fh.flush()
+            if point:
+                _crash_point(point)
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(folder)
+
+
+def _read_json(path: Path, remedy: str) -> dict:
+    raw = path.read_bytes()  # FileNotFoundError propagates: a writer folded it meanwhile
+    try:
+        body = json.loads(raw)
+        if not isinstance(body, dict) or body.get("checksum") != _checksum({k: v for k, v in body.items()
+                                                                           if k != "checksum"}):
+            raise ValueError("its checksum does not match its content")
+    except ValueError as exc:
+        raise StoreError(f"{path}: damaged record of the store ({exc}); {remedy}") from None
+    return body
+
+
+def _apply(state: dict, body: dict) -> None:
+    for upd in body.get("updates", []):
+        if "label" in upd:
+            state["labels"][upd["sha256"]] = upd["label"]
+        if "paths" in upd:
+            state["paths"][upd["sha256"]] = [_unb64(p) for p in upd["paths"]]
+    for v in body.get("verdicts", []):
+        state["verdicts"].append(Verdict(*v))
+    for p, size, mtime, reason in body.get("failures", []):
+        raw = _unb64(p)
+        state["failures"][raw] = Failure(os.fsdecode(raw), int(size), float(mtime), reason)
+    for p in body.get("clear", []):
+        state["failures"].pop(_unb64(p), None)
 
 
 _crash_counts: dict[str, int] = {}
@@ -559,7 +1267,7 @@ _crash_counts: dict[str, int] = {}
 def _crash_point(name: str) -> None:
     """SIGKILL this process here if ``$STYLESIFT_CRASH_AT`` names this point (fault injection for tests).
 
-    ``STYLESIFT_CRASH_AT=commit-renamed:2`` kills at the second time a commit has renamed its file.
+    ``STYLESIFT_CRASH_AT=manifest-renamed:2`` kills at the second time a manifest has been renamed.
     """
     spec = os.environ.get("STYLESIFT_CRASH_AT")
     if not spec:
@@ -570,14 +1278,6 @@ def _crash_point(name: str) -> None:
     _crash_counts[name] = _crash_counts.get(name, 0) + 1
     if _crash_counts[name] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_mtime_ns
 
 
 def _fsync(path: Path) -> None:

@@ -57,11 +57,14 @@ def engine(cluster, weights):
 
 
 def contents(store) -> dict:
-    """sha256 → (label, paths, features) of every row, and the failures, read with plain h5py."""
+    """sha256 → (label, paths, features) of every row, and the failures (features and ids with plain h5py)."""
+    from stylesift.featurizer.store import FeatureStore
+
+    st = FeatureStore(store)
     with h5py.File(store) as f:
-        rows = {s.decode(): (label, json.loads(paths), feats) for s, label, paths, feats in
-                zip(f["sha256"][:], f["label"].asstr()[:], f["paths"].asstr()[:], f["features"][:])}
-        failures = {p: r for p, r in zip(f["failures/path"].asstr()[:], f["failures/reason"].asstr()[:])}
+        rows = {s.decode(): (label, st.paths(i), feats) for i, (s, label, feats) in
+                enumerate(zip(f["sha256"][:], st.labels, f["features"][:]))}
+        failures = {x.path: x.reason for x in st.failures}
         return {"rows": rows, "failures": failures, "fingerprint": json.loads(f.attrs["fingerprint"]),
                 "n": len(f["sha256"])}
 

@@ -1,4 +1,4 @@
-"""The feature store on its own (no network): layout, journal overlay, commit, leftovers of killed writers."""
+"""The feature store on its own (no network): layout, segments and manifest, commit, leftovers of killed writers."""
 
 from __future__ import annotations
 
@@ -35,14 +35,16 @@ def add(st: FeatureStore, ids, label=None):
 
 
 def assert_rows_true(path: Path) -> int:
-    """Every row of the store (overlay and plain h5py) holds its own content's vector; returns the row count."""
+    """Every row of the store (library and plain h5py) holds its own content's vector; returns the row count."""
+    if not (path.parent / (path.name + ".parts") / "manifest.json").exists():
+        return 0  # killed before its first batch was listed: no store yet, which is fine
     st = FeatureStore(path)
     X = st.features()
     for digest, x in zip(st.sha256, X):
         np.testing.assert_array_equal(x, feature_of(digest))
     assert len(set(st.sha256)) == len(st)
     if path.exists():
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r") as f:  # the top file: virtual datasets over the segments
             n = int(f.attrs["rows"])
             assert f["features"].shape == (n, 2048)
             for digest, x in zip(f["sha256"][:], f["features"][:]):
@@ -57,29 +59,35 @@ def test_rows_are_readable_with_plain_h5py_after_commit(tmp_path):
         st.set_failures([Failure("/img/bad.jpg", 3, 1.5, "/img/bad.jpg: empty file (0 bytes)")])
     with h5py.File(path, "r") as f:
         assert f.attrs["format"] == "stylesift-store" and int(f.attrs["rows"]) == 5
+        assert int(f.attrs["format_version"]) == 2
         assert [s.decode() for s in f["sha256"][:]] == [sha(i) for i in range(5)]
-        assert list(f["label"].asstr()[:]) == ["good"] * 5
-        assert json.loads(f["paths"].asstr()[2]) == ["/img/2.jpg"]
-        assert list(f["failures/reason"].asstr()[:]) == ["/img/bad.jpg: empty file (0 bytes)"]
         assert json.loads(f.attrs["fingerprint"]) == FP
-    assert not list((tmp_path / "s.h5.journal").glob("*.npz"))
+        seg = tmp_path / f["features"].virtual_sources()[0].file_name
+    with h5py.File(seg, "r") as f:  # labels and paths at extract: in the segments, readable without stylesift
+        names = [n.decode() for n in f["label_names"][:]]
+        assert [names[c] for c in f["label_code"][:]] == ["good"] * 5
+        off, data = f["paths_offsets"][:], f["paths_data"][:].tobytes()
+        assert data[off[2]:off[3]] == b"/img/2.jpg"
+        assert f["sets/pooled"].fletcher32 and f["sha256"].fletcher32
+    assert FeatureStore(path).failures[0].reason == "/img/bad.jpg: empty file (0 bytes)"
     assert assert_rows_true(path) == 5
 
 
-def test_uncommitted_batches_are_visible_to_readers_and_survive_an_abandoned_writer(tmp_path):
+def test_rows_are_durable_when_add_returns_and_survive_an_abandoned_writer(tmp_path):
     path = tmp_path / "s.h5"
     st = FeatureStore(path, "a", fingerprint=FP)
     add(st, range(3))
     add(st, range(3, 7))
-    st.close(commit=False)  # as if the process died after writing its journal
-    assert not path.exists()
-    assert FeatureStore(path).label_counts() == {"": 7}
+    st.close(commit=False)  # as if the process died after its batches
+    assert not path.exists()  # the top file comes with the first commit ...
+    assert FeatureStore(path).label_counts() == {"": 7}  # ... the rows are there already
     assert assert_rows_true(path) == 7
     with FeatureStore(path, "a", fingerprint=FP):
-        pass  # the next writer merges the journal
+        pass  # the next writer merges the small segments and writes the top file
     with h5py.File(path, "r") as f:
         assert int(f.attrs["rows"]) == 7
     assert assert_rows_true(path) == 7
+    assert len(json.loads((tmp_path / "s.h5.parts" / "manifest.json").read_text())["segments"]) == 1
 
 
 def test_the_same_content_twice_in_one_call_is_one_row(tmp_path):
@@ -93,55 +101,43 @@ def test_the_same_content_twice_in_one_call_is_one_row(tmp_path):
     assert assert_rows_true(path) == 3
 
 
-def test_commit_merges_a_record_whose_bookkeeping_was_interrupted(tmp_path, monkeypatch):
-    """Ctrl-C can land after a record's rename but before the writer noted its rows in memory."""
-    path = tmp_path / "s.h5"
-    st = FeatureStore(path, "a", fingerprint=FP)
-    add(st, range(2))
-    real_apply = FeatureStore._apply
-
-    def interrupted(self, meta, record):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(FeatureStore, "_apply", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        add(st, range(2, 4))
-    monkeypatch.setattr(FeatureStore, "_apply", real_apply)
-    assert len(st) == 2  # the writer never learnt of rows 2 and 3 ...
-    st.close()
-    assert assert_rows_true(path) == 4  # ... yet its commit kept them
-
-
 def test_a_writer_removes_what_a_killed_writer_left_behind(tmp_path):
     path = tmp_path / "s.h5"
     with FeatureStore(path, "a", fingerprint=FP) as st:
         add(st, range(3))
-    journal = tmp_path / "s.h5.journal"
-    # Leftovers of a kill inside commit (temp copy), inside a batch (temp record) and after a commit's
-    # rename but before its records were deleted (a record already merged: seq <= journal_seq).
+        st.update(sha(0), label="x")
+    parts = tmp_path / "s.h5.parts"
+    listed = sorted(p.name for p in parts.iterdir())
+    # Leftovers of kills: a temp top file, a temp segment, a segment written but never listed, a
+    # merged-away source not yet deleted, a temp record, and a record already folded (seq <= log_seq).
     (tmp_path / ".s.h5.99999.tmp").write_bytes(b"torn copy")
-    (journal / ".000000000002.99999.tmp").write_bytes(b"half a record")
-    with h5py.File(path, "r") as f:
-        merged_seq = int(f.attrs["journal_seq"])
-    stale = journal / f"{merged_seq:012d}.npz"
-    np.savez(stale, meta=np.array(json.dumps({"rows": [{"sha256": sha(0), "paths": [], "label": "x", "added": 0}]})),
-             features=np.zeros((1, 2048), np.float32))
+    (parts / ".seg-000077.h5.99999.tmp").write_bytes(b"half a segment")
+    (parts / "seg-000078.h5").write_bytes(b"unlisted")
+    (parts / "seg-000078.idx.npy").write_bytes(b"unlisted")
+    (parts / "log" / ".000000000009.json.99999.tmp").write_bytes(b"half a record")
+    m = json.loads((parts / "manifest.json").read_text())
     assert len(FeatureStore(path)) == 3  # readers ignore all of it
     with FeatureStore(path, "a", fingerprint=FP):
         pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5", "s.h5.journal", "s.h5.lock"]
-    assert list(journal.iterdir()) == []
-    assert FeatureStore(path).labels.tolist() == ["", "", ""]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5", "s.h5.lock", "s.h5.parts"]
+    assert sorted(p.name for p in parts.iterdir()) == listed
+    assert [p.name for p in (parts / "log").iterdir()] == [f"{m['log_seq'] + 1:012d}.json"]
+    assert FeatureStore(path).labels.tolist() == ["x", "", ""]
 
 
-def test_a_damaged_journal_record_is_named_in_the_error(tmp_path):
+def test_a_damaged_record_or_manifest_is_named_in_the_error(tmp_path):
     path = tmp_path / "s.h5"
     st = FeatureStore(path, "a", fingerprint=FP)
     add(st, range(2))
-    st.close(commit=False)
-    record = next((tmp_path / "s.h5.journal").glob("*.npz"))
-    record.write_bytes(record.read_bytes()[:100])
-    with pytest.raises(StoreError, match=f"{record}: damaged journal record.*move it away"):
+    st.update(sha(1), label="y")
+    st.close()
+    record = next((tmp_path / "s.h5.parts" / "log").glob("*.json"))
+    record.write_bytes(record.read_bytes().replace(b'"y"', b'"z"'))
+    with pytest.raises(StoreError, match=f"{record}: damaged record.*move it away"):
+        FeatureStore(path).labels
+    manifest = tmp_path / "s.h5.parts" / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b'"rows":2', b'"rows":3'))
+    with pytest.raises(StoreError, match=f"{manifest}: damaged manifest.*checksum"):
         FeatureStore(path)
 
 
@@ -156,13 +152,13 @@ def test_another_feature_space_is_refused(tmp_path):
 
 def test_a_reader_keeps_a_true_view_while_a_writer_commits_under_it(tmp_path):
     path = tmp_path / "s.h5"
-    writer = FeatureStore(path, "a", fingerprint=FP)
+    writer = FeatureStore(path, "a", fingerprint=FP, merge_rows=100)
     add(writer, range(4))
     writer.commit()
-    add(writer, range(4, 9))  # journal only
+    add(writer, range(4, 9))  # a second segment
     reader = FeatureStore(path)
     assert len(reader) == 9
-    writer.commit()  # merges and deletes the records the reader's overlay points at
+    writer.commit()  # merges both into one and deletes the files the reader's manifest names
     add(writer, range(9, 12))
     writer.close()
     X = reader.features()
@@ -202,18 +198,26 @@ from stylesift.featurizer.store import FeatureStore
 FP = {"backbone": "test", "feature_dim": 2048, "dtype": "float32"}
 def feature_of(d): return np.random.default_rng(int(d[:15], 16)).standard_normal(2048).astype(np.float32)
 path, n, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-with FeatureStore(path, "a", fingerprint=FP, compact_rows=2 * batch) as st:
+with FeatureStore(path, "a", fingerprint=FP) as st:
     todo = [i for i in range(n) if st.row_of(hashlib.sha256(f"image {i}".encode()).hexdigest()) is None]
     for start in range(0, len(todo), batch):
         ids = todo[start:start + batch]
         d = [hashlib.sha256(f"image {i}".encode()).hexdigest() for i in ids]
         st.add(d, np.stack([feature_of(x) for x in d]), [[f"/img/{i}.jpg"] for i in ids], "good")
+        st.update(d[0], path=f"/img/again/{ids[0]}.jpg")  # a small record per batch, too
+        st.flush()
         st.maybe_commit()
+        if start // batch % 3 == 2:
+            st.commit()  # merges, and rewrites the top file
+            st.fold()
 """
+# Points every run passes several times; the others (top file, merges of a long tail) at least once.
+FREQUENT = {"segment-tmp-written", "segment-renamed", "manifest-tmp-written", "manifest-renamed",
+            "log-tmp-written", "log-renamed", "fold-meta-written", "fold-manifest-renamed", "fold-records-deleted"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", S.CRASH_POINTS)
+@pytest.mark.parametrize("point", [p for p in S.CRASH_POINTS if not p.startswith("upgrade")])
 def test_sigkill_at_each_point_of_a_batch_and_a_commit_loses_nothing(tmp_path, point):
     path = tmp_path / "s.h5"
     script = tmp_path / "writer.py"
@@ -226,7 +230,7 @@ def test_sigkill_at_each_point_of_a_batch_and_a_commit_loses_nothing(tmp_path, p
         now = assert_rows_true(path)  # opens, and every row is its own content's vector
         assert now >= rows  # nothing that was there before is lost
         rows = now
-    assert kills == 3
+    assert kills == 3 if point in FREQUENT else kills >= 1
     done = subprocess.run([sys.executable, str(script), str(path), str(n), "4"], timeout=120)
     assert done.returncode == 0
     assert assert_rows_true(path) == n
@@ -234,6 +238,7 @@ def test_sigkill_at_each_point_of_a_batch_and_a_commit_loses_nothing(tmp_path, p
     assert sorted(st.sha256) == sorted(sha(i) for i in range(n))
     assert set(st.labels) == {"good"}
     assert not list(tmp_path.glob(".s.h5.*.tmp"))
+    assert not [p for p in (tmp_path / "s.h5.parts").iterdir() if p.name.endswith(".tmp")]
 
 
 def test_readers_see_a_consistent_store_while_a_writer_appends_and_commits(tmp_path):
@@ -244,7 +249,7 @@ def test_readers_see_a_consistent_store_while_a_writer_appends_and_commits(tmp_p
     seen, checks, last = [], 0, 0
     try:
         while writer.poll() is None or checks < 3:
-            if path.exists() or (tmp_path / "s.h5.journal").is_dir():
+            if (tmp_path / "s.h5.parts" / "manifest.json").exists():
                 st = FeatureStore(path)
                 digests = list(st.sha256)
                 assert digests == [sha(i) for i in range(len(digests))]  # a prefix of the history, in order
