@@ -425,6 +425,7 @@ class FeatureStore:
         """Flush, merge small trailing segments, fold many small records, refresh the top file."""
         self._require_writer()
         self.flush()
+        self._sync_from_disk()
         try:
             self._merge_tail()
             if len(self._log_records()) >= FOLD_RECORDS:
@@ -480,6 +481,8 @@ class FeatureStore:
         """Fold the small records into one new metadata file (cost: the metadata, not the rows)."""
         self._require_writer()
         self.flush()
+        self._sync_from_disk()
+        self._meta = None  # fold what is on disk (an interrupt may have cut a record's bookkeeping short)
         state = self._state()
         records = self._log_records()
         if not records and self._m.get("meta"):
@@ -607,7 +610,19 @@ class FeatureStore:
         self._n = int(m["rows"])
         self._starts = np.cumsum([0] + [s["rows"] for s in m["segments"]])
 
+    def _sync_from_disk(self) -> None:
+        """Adopt the manifest on disk (the truth under our lock): an interrupt may have landed between a
+        manifest's rename and our noting it, and what is on disk must never be overwritten by an older view."""
+        disk = self._read_manifest()
+        if disk.get("generation") != self._m.get("generation"):
+            next_id = max(disk["next_id"], self._m["next_id"])
+            self._reset_caches()
+            self._adopt(disk)
+            self._m["next_id"] = next_id
+
     def _next_manifest(self) -> dict:
+        if self._lock is not None:
+            self._sync_from_disk()
         m = json.loads(json.dumps(self._m))
         if self._pending_fp:
             m["feature_sets"] = {**m.get("feature_sets", {}), **self._pending_fp}
@@ -938,7 +953,7 @@ class FeatureStore:
 
     def _require_space(self, nbytes: int) -> None:
         """Fail cleanly, before HDF5 writes anything, when the disk cannot hold what comes (HDF5 does not recover)."""
-        need = int(nbytes * 1.2) + (1 << 16)
+        need = int(nbytes * 1.1) + (1 << 15)
         try:
             free = shutil.disk_usage(self.parts if self.parts.exists() else self.path.parent).free
         except OSError:
@@ -1010,6 +1025,7 @@ class FeatureStore:
         except (OSError, ValueError):
             pass
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._require_space(len(self._m["segments"]) * 512)
         fp = self.fingerprint
         attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "rows": self._n, "layout": layout,
                  "parts": self.parts.name, "feature_sets": json.dumps(self.feature_sets, sort_keys=True)}

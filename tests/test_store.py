@@ -101,6 +101,25 @@ def test_the_same_content_twice_in_one_call_is_one_row(tmp_path):
     assert assert_rows_true(path) == 3
 
 
+def test_commit_keeps_a_batch_whose_bookkeeping_was_interrupted(tmp_path, monkeypatch):
+    """Ctrl-C can land after a manifest's rename but before the writer noted it in memory."""
+    path = tmp_path / "s.h5"
+    st = FeatureStore(path, "a", fingerprint=FP)
+    add(st, range(2))
+    real_adopt = FeatureStore._adopt
+
+    def interrupted(self, m):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FeatureStore, "_adopt", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        add(st, range(2, 4))
+    monkeypatch.setattr(FeatureStore, "_adopt", real_adopt)
+    assert len(st) == 2  # the writer never learnt of rows 2 and 3 ...
+    st.close()  # ... and its merge must not write an older manifest over them
+    assert assert_rows_true(path) == 4
+
+
 def test_a_writer_removes_what_a_killed_writer_left_behind(tmp_path):
     path = tmp_path / "s.h5"
     with FeatureStore(path, "a", fingerprint=FP) as st:
