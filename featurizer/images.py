@@ -8,14 +8,23 @@ are refused before their pixels are decoded, only the first frame of an animatio
 file is decoded, and a decode still running after ``MAX_DECODE_SECONDS`` is abandoned (checked
 each time the decoder asks for more input: every 64 KiB for JPEG, PNG, GIF...; WebP and TIFF
 decoders take the whole file at once, so for them only the pixel limit bounds the time).
+
+Memory: before any pixel is decoded, :func:`decode_bytes` works out from the header what the
+decode will hold at its peak (the decoded image in Pillow's layout, the decoder's own buffer for
+formats that decode into one first, and every copy the conversion to RGB makes), and the decode
+reserves that many bytes from one process-wide :class:`DecodeBudget` shared by all decode threads
+(default ``DEFAULT_DECODE_MEMORY``, set with :func:`set_decode_memory` / ``--decode-memory``). A
+file needing more than the whole budget fails with that reason; others wait for room.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from struct import error as struct_error
 
@@ -33,6 +42,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a failure, not a 
 MAX_FILE_BYTES = 256 * 2**20  # larger files are refused unread
 MAX_PIXELS = 100_000_000  # 100 megapixels (a 10000 × 10000 image); decoding one costs ~0.3-0.5 GB
 MAX_DECODE_SECONDS = 30.0
+# Bytes all decodes of this process may hold at once: a 100-megapixel RGBA PNG (~0.8 GiB) fits, a
+# 100-megapixel WebP (~1.6 GiB: libwebp keeps two canvases) needs --decode-memory 2G.
+DEFAULT_DECODE_MEMORY = 1024 * 2**20
 
 
 class ImageError(ValueError):
@@ -67,7 +79,8 @@ def read_image_bytes(path: Path, before: os.stat_result | None = None) -> bytes:
 
 
 def load_image(source, size: int = 224, *, draft: bool = True, name=None,
-               max_pixels: int | None = None, max_seconds: float | None = None) -> np.ndarray:
+               max_pixels: int | None = None, max_seconds: float | None = None,
+               budget: "DecodeBudget | None" = None) -> np.ndarray:
     """Decode ``source`` (a path or a binary file object) into an RGB array of shape ``(size, size, 3)``, dtype uint8.
 
     EXIF orientation is applied; palette, alpha (composited over white), CMYK, 16-bit and grayscale
@@ -75,7 +88,8 @@ def load_image(source, size: int = 224, *, draft: bool = True, name=None,
     are decoded directly at a reduced scale (DCT scaling) that still covers ``size``, which is much
     faster for photos. ``name`` is the file name errors report (default: ``source`` itself).
     Images of more than ``max_pixels`` (default ``MAX_PIXELS``) are refused before decoding, and a
-    decode still running after ``max_seconds`` (default ``MAX_DECODE_SECONDS``) is abandoned.
+    decode still running after ``max_seconds`` (default ``MAX_DECODE_SECONDS``) is abandoned. The
+    decode reserves :func:`decode_bytes` from ``budget`` (default: the process-wide one) first.
     """
     path = name if name is not None else source
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
@@ -86,7 +100,16 @@ def load_image(source, size: int = 224, *, draft: bool = True, name=None,
             opened = source = io.BytesIO(read_image_bytes(Path(source)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF/ICC chatter; real problems raise below
-            with Image.open(_Deadline(source, time.monotonic() + max_seconds)) as img:
+            guarded = _Deadline(source, time.monotonic() + max_seconds)
+            budget = _BUDGET if budget is None else budget
+            # libwebp allocates its canvases when the file is opened, so a WebP is measured from its
+            # own header and reserved before Pillow sees it; every other format allocates in load().
+            canvas = _webp_canvas(source)
+            if canvas and canvas[0] * canvas[1] > max_pixels:  # before libwebp allocates anything
+                raise ImageError(path, f"{canvas[0]}×{canvas[1]} pixels is more than the limit of {max_pixels:,} "
+                                 "(refused unread, as a possible decompression bomb); scale it down first")
+            early = budget.reserve(_webp_bytes(*canvas, size=size), path) if canvas else nullcontext()
+            with early, Image.open(guarded) as img:
                 img.seek(0)
                 width, height = img.size
                 if width * height > max_pixels:
@@ -94,11 +117,14 @@ def load_image(source, size: int = 224, *, draft: bool = True, name=None,
                                      "(refused unread, as a possible decompression bomb); scale it down first")
                 if draft and img.format == "JPEG":
                     img.draft("RGB", (size, size))
-                img.load()
-                img = _apply_orientation(img)
-                rgb = to_rgb(img)
-                rgb = rgb.resize((size, size), RESAMPLE)
-                return np.asarray(rgb, dtype=np.uint8)
+                with budget.reserve(0 if canvas else decode_bytes(img, size), path):
+                    guarded.restart(max_seconds)  # time spent waiting for memory is not decoding time
+                    img.load()
+                    img = _apply_orientation(img)
+                    rgb = to_rgb(img)
+                    del img
+                    rgb = rgb.resize((size, size), RESAMPLE)
+                    return np.asarray(rgb, dtype=np.uint8)
     except ImageError:
         raise
     except _TooSlow:
@@ -138,6 +164,9 @@ class _Deadline:
         self._fp = fp
         self._deadline = deadline
 
+    def restart(self, seconds: float) -> None:
+        self._deadline = time.monotonic() + seconds
+
     def read(self, n: int = -1) -> bytes:
         if time.monotonic() > self._deadline:
             raise _TooSlow
@@ -148,28 +177,226 @@ class _Deadline:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB; transparency is composited over white."""
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # 16-bit (and 32-bit integer) data: scale to 8 bits instead of letting Pillow clip at 255.
-        array = np.asarray(img, dtype=np.float32)  # exact for 16-bit values, half the memory of float64
-        scale = 257.0 if array.max(initial=0) > 255 else 1.0
-        img = Image.fromarray(np.clip(array / scale, 0, 255).astype(np.uint8), "L")
-    elif img.mode == "F":
-        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
+    """Convert any Pillow mode to RGB; transparency is composited over white, high bit depths scaled to 8 bits.
+
+    16-bit and 32-bit integer and float images are scaled by the range their values really use:
+    the smallest of [0, 1], [0, 255] and [0, 65535] that holds them all (a float image in [0, 1]
+    becomes 0-255 rather than black; 16-bit data above 255 is divided by 257), else their own
+    minimum to maximum. NaN counts as 0, infinities as the ends of the range.
+    """
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        img = Image.fromarray(_to_uint8(np.asarray(img)), "L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        return _over_white(img)
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _apply_orientation(img: Image.Image) -> Image.Image:
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Integer or float pixels of any range → uint8, scaled by the range the values really use."""
+    if array.dtype.kind in "ui":
+        top = int(array.max(initial=0))
+        low = int(array.min(initial=0))
+        if low >= 0 and top <= 255:
+            return array.astype(np.uint8)
+        if low >= 0 and top <= 65535:
+            return (array // 257).astype(np.uint8)  # 65535 → 255; exact, no float copy
+        array = array.astype(np.float32)
+    finite = np.isfinite(array)
+    values = array[finite] if not finite.all() else array
+    low = float(values.min()) if values.size else 0.0
+    top = float(values.max()) if values.size else 0.0
+    if low >= 0 and top <= 1:
+        low, top = 0.0, 1.0
+    elif low >= 0 and top <= 255:
+        low, top = 0.0, 255.0
+    elif low >= 0 and top <= 65535:
+        low, top = 0.0, 65535.0
+    scale = 255.0 / (top - low) if top > low else 0.0
+    out = np.nan_to_num(array, nan=low, posinf=top, neginf=low)
+    out -= low
+    out *= scale
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
+
+
+# Rows composited at a time: the whole image is never copied, only one band of it.
+_BAND_ROWS = 256
+
+
+def _over_white(rgba: Image.Image) -> Image.Image:
+    """An RGBA image composited over white, as RGB, band by band (no full-size RGBA copies)."""
+    width, height = rgba.size
+    out = Image.new("RGB", rgba.size)
+    for top in range(0, height, _BAND_ROWS):
+        band = rgba.crop((0, top, width, min(height, top + _BAND_ROWS)))
+        white = Image.new("RGBA", band.size, (255, 255, 255, 255))
+        out.paste(Image.alpha_composite(white, band).convert("RGB"), (0, top))
+    return out
+
+
+# Bytes per pixel of Pillow's in-memory layout (three- and two-band modes are stored in four bytes).
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I": 4, "F": 4}
+# Formats whose decoder fills a buffer of the whole image before copying it into the image.
+_WHOLE_BUFFER_FORMATS = {"WEBP", "TIFF", "AVIF", "HEIF", "JPEG2000", "PSD", "DDS", "ICNS", "ICO", "MPO"}
+
+
+def decode_bytes(img: Image.Image, size: int = 224) -> int:
+    """Peak bytes that decoding ``img`` (opened, not loaded; JPEG draft already applied) and
+    converting it to a ``size × size`` RGB array will hold: an upper bound from the header alone.
+    """
+    width, height = img.size
+    pixels = width * height
+    decoded = pixels * _PIXEL_BYTES.get(img.mode, 4)
+    need = decoded
+    if img.format == "WEBP":
+        return _webp_bytes(width, height, img.mode != "RGB", size)
+    if img.format in _WHOLE_BUFFER_FORMATS or img.format not in {"JPEG", "PNG", "GIF", "BMP", "PPM", "TGA"}:
+        need += decoded  # the decoder's own buffer of the whole image
+    rotated = _rotated(img)
+    if rotated:
+        need += decoded  # exif_transpose makes a rotated copy
+    mode = img.mode
+    if mode in _PIXEL_BYTES and mode not in ("1", "L", "P"):
+        # numpy copy, temporaries and the 8-bit result (see _to_uint8): 16-bit stays integer
+        need += pixels * (6 if mode.startswith("I;16") else 15)
+        mode = "L"
+    if mode in ("P", "LA", "PA", "RGBa", "La"):
+        need += pixels * 4  # converted to RGBA first
+    rgb = pixels * 4  # the RGB image (four bytes a pixel in Pillow)
+    if mode not in ("RGB",) or rotated:
+        need += rgb
+    # resizing: one intermediate pass of size × height (or width × size) plus the small result
+    need += max(width, height) * size * 4 + size * size * 4 + _BAND_ROWS * width * 12
+    return need + 16 * 2**20  # decoder state, tables and headers
+
+
+def _webp_bytes(width: int, height: int, alpha: bool = True, size: int = 224) -> int:
+    """Peak bytes of decoding a WebP of this canvas: libwebp's two RGBA canvases (current and
+    previous frame), the frame copy handed to Pillow, the image, with alpha its RGB conversion, resizing."""
+    pixels = width * height
+    return ((5 if alpha else 4) * pixels * 4 + max(width, height) * size * 4 + size * size * 4
+            + _BAND_ROWS * width * 12 + 16 * 2**20)
+
+
+def _webp_canvas(source) -> tuple[int, int, bool] | None:
+    """``(width, height, alpha)`` from a WebP file's first chunk (VP8X, VP8L or VP8), or None if not a WebP."""
     try:
-        return ImageOps.exif_transpose(img)
+        at = source.tell()
+        head = source.read(30)
+        source.seek(at)
+    except (OSError, AttributeError, ValueError):
+        return None
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        return (1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little"),
+                bool(head[20] & 0x12))  # alpha or animation flag
+    if chunk == b"VP8L" and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF), bool(bits >> 28 & 1)
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+        return (int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF,
+                False)
+    return None
+
+
+def _rotated(img: Image.Image) -> bool:
+    """Whether the EXIF orientation asks for a rotated copy, read without decoding any pixels.
+
+    (``getexif`` of a PNG or WebP would load the whole image first; their EXIF block, when it
+    precedes the pixels as the specifications ask, is already in ``img.info``.)
+    """
+    try:
+        if img.format in ("JPEG", "MPO", "TIFF"):
+            exif = img.getexif()
+        elif img.info.get("exif"):
+            exif = Image.Exif()
+            exif.load(img.info["exif"])
+        else:
+            return False
+        return exif.get(0x0112, 1) not in (None, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is ignored by the decode too
+        return False
+
+
+class DecodeBudget:
+    """Bytes of decode memory shared by every thread of a process: reserve before decoding, release after.
+
+    Parameters
+    ----------
+    total : int
+        Bytes all decodes together may hold at once.
+    """
+
+    def __init__(self, total: int):
+        self.total = int(total)
+        self.used = 0
+        self.peak = 0  # most bytes reserved at once, for tests and benchmarks
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def reserve(self, nbytes: int, path="image"):
+        """Hold ``nbytes`` for the duration of the block, waiting for room; raises :class:`ImageError`
+        at once when ``nbytes`` is more than the whole budget."""
+        if nbytes > self.total:
+            raise ImageError(path, f"decoding it needs about {_mib(nbytes)} of memory, more than the decode memory "
+                             f"budget of {_mib(self.total)} (raise it with --decode-memory, or scale the image down)")
+        with self._cond:
+            while self.used + nbytes > self.total:
+                self._cond.wait()
+            self.used += nbytes
+            self.peak = max(self.peak, self.used)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= nbytes
+                self._cond.notify_all()
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:,.0f} MiB"
+
+
+_BUDGET = DecodeBudget(DEFAULT_DECODE_MEMORY)
+
+
+def set_decode_memory(nbytes: int) -> None:
+    """Set the process-wide decode memory budget in bytes (``--decode-memory``); at least 64 MiB."""
+    global _BUDGET
+    if nbytes < 64 * 2**20:
+        raise ValueError(f"a decode memory budget of {nbytes} bytes is below the 64 MiB minimum")
+    _BUDGET = DecodeBudget(nbytes)
+
+
+def decode_memory() -> DecodeBudget:
+    """The process-wide decode memory budget."""
+    return _BUDGET
+
+
+def parse_bytes(text: str) -> int:
+    """``"1.5G"``, ``"800M"``, ``"2GiB"``, ``"1073741824"`` → bytes (binary units); raises ValueError."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not match:
+        raise ValueError(f"{text!r} is not a size; write e.g. 1536M or 2G")
+    number, unit = float(match.group(1)), match.group(2)
+    return int(number * 1024 ** " kmgt".index(unit or " "))
+
+
+def _apply_orientation(img: Image.Image) -> Image.Image:
+    # In place: without an orientation tag, exif_transpose would return a full copy of the image.
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not cost a valid picture
-        return img
+        pass
+    return img
 
 
 def _unidentified_reason(source) -> str:

@@ -150,6 +150,22 @@ def make_16bit(path: Path):
     assert Image.open(path).mode.startswith("I")
 
 
+def ramp(low, high, dtype) -> np.ndarray:
+    """A 64×256 left-to-right ramp from ``low`` to ``high``."""
+    return np.tile(np.linspace(low, high, 256), (64, 1)).astype(dtype)
+
+
+def with_nan(a: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    a[::7, ::5] = np.nan
+    a[3, 3], a[4, 4] = np.inf, -np.inf
+    return a
+
+
+def dark_to_bright(a: np.ndarray) -> bool:
+    return a[:, :20].mean() < 30 and a[:, -20:].mean() > 225
+
+
 def make_symlink_loop(path: Path):
     other = path.with_name("loop_b.jpg")
     path.symlink_to(other.name)
@@ -203,6 +219,13 @@ def corpus() -> list[Kind]:
         Kind("aspect_10000x20.png", write(split((10000, 20), RED, BLUE)), halves(RED, BLUE, axis=1)),
         Kind("multipage.tiff", make_multipage_tiff, near(GREEN)),
         Kind("float.tiff", write(Image.fromarray(np.full((30, 30), 180.0, np.float32))), near((180, 180, 180), 2)),
+        # float and wide-integer pixels are scaled by the range they really use, not clipped
+        Kind("float_unit_range.tiff", write(Image.fromarray(ramp(0.0, 1.0, np.float32))), dark_to_bright),
+        Kind("float_unit_with_nan.tiff", write(Image.fromarray(with_nan(ramp(0.0, 1.0, np.float32)))), dark_to_bright),
+        Kind("float_wide_range.tiff", write(Image.fromarray(ramp(-500.0, 3000.0, np.float32))), dark_to_bright),
+        Kind("float_constant_one.tiff", write(Image.fromarray(np.ones((30, 30), np.float32))), near(WHITE, 2)),
+        Kind("sixteen_bit.tiff", write(Image.fromarray(ramp(0, 65535, np.uint16))), dark_to_bright),
+        Kind("int32_wide_range.tiff", write(Image.fromarray(ramp(-70000, 2_000_000, np.int32))), dark_to_bright),
         Kind("image.bmp", write(Image.new("RGB", (33, 17), BLUE), "BMP"), near(BLUE, 2)),
         Kind("icon.ico", write(Image.new("RGBA", (32, 32), (*RED, 255)), "ICO"), near(RED, 2)),
         Kind("with space and ünïcødé 画像.png", write(Image.new("RGB", (20, 20), RED)), near(RED, 2)),
@@ -367,3 +390,84 @@ def test_a_run_over_the_whole_corpus_completes_and_stores_what_it_should(bad_fol
     # A second run retries nothing that did not change, featurizes nothing again, and still completes.
     again = featurizer.extract([bad_folder], store)
     assert again.new == 0 and again.unchanged_failures == len(refused)
+
+
+# ------------------------------------------------------------------------------------- decode memory
+
+
+def test_a_file_over_the_decode_memory_budget_fails_with_its_reason_and_the_run_goes_on(tmp_path, monkeypatch):
+    from stylesift.featurizer.extract import ordered_map
+
+    monkeypatch.setattr(I, "_BUDGET", I.DecodeBudget(64 * 2**20))
+    big = tmp_path / "big_rgba.png"
+    Image.new("RGBA", (5000, 4000), (*RED, 128)).save(big)  # 80 MB decoded, more with its RGB copy
+    small = tmp_path / "small.png"
+    Image.new("RGB", (300, 200), BLUE).save(small)
+    items = list(ordered_map(prepare_file, [big, small, big, small], threads=2, window=4))
+    for item in items[::2]:
+        assert item.image is None and item.error.startswith(f"{big}: ")
+        assert re.search(r"needs about [\d,]+ MiB of memory, more than the decode memory budget of 64 MiB "
+                         r"\(raise it with --decode-memory", item.error), item.error
+    for item in items[1::2]:
+        assert item.error is None and near(BLUE, 2)(item.image)
+    assert I.decode_memory().used == 0 and 0 < I.decode_memory().peak <= 64 * 2**20
+
+
+def test_the_budget_is_shared_by_all_decode_threads():
+    budget = I.DecodeBudget(100)
+    holding, release, order = threading.Event(), threading.Event(), []
+
+    def first():
+        with budget.reserve(80):
+            order.append("first in")
+            holding.set()
+            release.wait(5)
+        order.append("first out")
+
+    def second():
+        holding.wait(5)
+        with budget.reserve(50):  # 80 + 50 > 100: waits for the first to finish
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    holding.wait(5)
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert order == ["first in", "first out", "second in"] and budget.peak == 80 and budget.used == 0
+    with pytest.raises(ImageError, match="more than the decode memory budget"):
+        with budget.reserve(101, "x.png"):
+            pass
+
+
+def test_a_webp_is_measured_from_its_header_before_libwebp_allocates_its_canvases(tmp_path):
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), RED).save(buf, "WEBP", lossless=True)
+    data = bytearray(buf.getvalue())
+    assert data[12:16] == b"VP8L" and data[20] == 0x2F
+    assert I._webp_canvas(io.BytesIO(bytes(data)))[:2] == (64, 64)
+
+    def with_size(w, h):
+        patched = bytearray(data)
+        bits = int.from_bytes(patched[21:25], "little") & ~((1 << 28) - 1)
+        patched[21:25] = (bits | (w - 1) | (h - 1) << 14).to_bytes(4, "little")
+        return bytes(patched)
+
+    path = tmp_path / "claims_16383x6100.webp"  # ~1.6 GB to decode: over the 1 GiB default
+    path.write_bytes(with_size(16383, 6100))
+    with pytest.raises(ImageError, match=r"needs about 1,[56]\d\d MiB of memory, more than the decode memory budget"):
+        load_image(path)
+    path.write_bytes(with_size(16383, 16383))
+    with pytest.raises(ImageError, match="16383×16383 pixels is more than the limit"):
+        load_image(path)
+
+
+def test_decode_estimates_cover_mode_and_conversion_copies():
+    size = (1000, 800)
+    need = {mode: I.decode_bytes(Image.new(mode, size)) for mode in ("L", "RGB", "RGBA", "LA", "I;16", "F")}
+    pixels = size[0] * size[1]
+    assert need["RGB"] >= 4 * pixels and need["RGBA"] >= need["RGB"] + 4 * pixels  # image + its RGB copy
+    assert need["LA"] >= need["RGBA"]  # LA is converted to RGBA first
+    assert need["F"] > need["I;16"] > need["L"]
