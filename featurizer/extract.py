@@ -36,6 +36,7 @@ class ExtractReport:
     interrupted: bool = False
     store: str = ""
     sha256_by_path: dict[str, str] = field(default_factory=dict)  # every path that has a row now
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: seen by a folder walk, not tried
 
     @property
     def images_per_second(self) -> float:
@@ -43,7 +44,7 @@ class ExtractReport:
 
     def to_dict(self) -> dict:
         return {"new": self.new, "cached": self.cached, "failed": self.failed,
-                "unchanged_failures": self.unchanged_failures, "rows": self.rows,
+                "unchanged_failures": self.unchanged_failures, "skipped": len(self.skipped), "rows": self.rows,
                 "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
                 "interrupted": self.interrupted, "store": self.store}
 
@@ -64,21 +65,43 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files and folders (recursively, image extensions only) into a sorted, de-duplicated list.
 
     A path named explicitly is always kept, even without an image extension or when it does not
-    exist, so that it is reported rather than silently dropped.
+    exist, so that it is reported rather than silently dropped. :func:`walk` also says what was skipped.
+    """
+    return walk(paths)[0]
+
+
+def walk(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[dict]]:
+    """:func:`list_images`, plus ``{"path", "reason"}`` for everything a folder walk passed over, sorted by path.
+
+    Skipped: files without an image extension, hidden files and folders (name starting with a
+    dot; a hidden folder is listed once, not searched), and symlinks to folders (not followed, so
+    no loops).
     """
     found: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
     for raw in paths:
         path = Path(os.path.abspath(raw))
         if path.is_dir():
             for root, dirs, files in os.walk(path):  # does not follow symlinked folders: no loops
+                for d in dirs:
+                    if d.startswith("."):
+                        skipped[os.path.join(root, d)] = "hidden folder, not searched"
+                    elif os.path.islink(os.path.join(root, d)):
+                        skipped[os.path.join(root, d)] = "symlink to a folder, not followed (name the folder itself to include it)"
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in files:
-                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                        p = Path(root) / name
+                    p = Path(root) / name
+                    suffix = p.suffix.lower()
+                    if name.startswith("."):
+                        skipped[str(p)] = "hidden file"
+                    elif suffix not in IMAGE_EXTENSIONS:
+                        skipped[str(p)] = (f"no image extension ({suffix} is not one of the image types)" if suffix
+                                           else "no image extension") + "; name the file itself to try it"
+                    else:
                         found.setdefault(str(p), p)
         else:
             found.setdefault(str(path), path)
-    return [found[k] for k in sorted(found)]
+    return [found[k] for k in sorted(found)], [{"path": k, "reason": skipped[k]} for k in sorted(skipped) if k not in found]
 
 
 class Featurizer:
@@ -132,8 +155,8 @@ class Featurizer:
         Ctrl-C stops cleanly: finished batches are kept and the report says ``interrupted``.
         """
         started = time.perf_counter()
-        files = list_images(paths)
-        report = ExtractReport(store=str(store))
+        files, skipped = walk(paths)
+        report = ExtractReport(store=str(store), skipped=skipped)
         with FeatureStore(store, "a", fingerprint=self.fingerprint, lock_timeout=lock_timeout) as st:
             rows_before = len(st)
             ledger = Ledger(st, report, label)
