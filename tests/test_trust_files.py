@@ -16,7 +16,7 @@ def test_a_walk_reports_every_file_and_folder_it_skips(tmp_path):
     (root / ".git" / "inside.jpg").write_bytes(b"x")
     Image.new("RGB", (8, 8)).save(root / "a.jpg")
     Image.new("RGB", (8, 8)).save(root / "sub" / "b.PNG")
-    Image.new("RGB", (8, 8)).save(root / "sub" / "no_extension")
+    Image.new("RGB", (8, 8)).save(root / "sub" / "no_extension", "PNG")
     (root / "notes.txt").write_text("not a picture")
     (root / ".hidden.jpg").write_bytes(b"x")
     other = tmp_path / "elsewhere"
