@@ -477,16 +477,23 @@ class FeatureStore:
             self._delete_segment(s["name"])
             _crash_point("merge-sources-deleted")
 
-    def fold(self) -> None:
-        """Fold the small records into one new metadata file (cost: the metadata, not the rows)."""
+    def fold(self, forget: set[str] | None = None) -> None:
+        """Fold the small records into one new metadata file (cost: the metadata, not the rows).
+
+        ``forget``: contents whose labels, paths and verdicts are dropped (rows pruned away).
+        """
         self._require_writer()
         self.flush()
         self._sync_from_disk()
         self._meta = None  # fold what is on disk (an interrupt may have cut a record's bookkeeping short)
         state = self._state()
         records = self._log_records()
-        if not records and self._m.get("meta"):
+        if not records and self._m.get("meta") and not forget:
             return
+        if forget:
+            state["labels"] = {k: v for k, v in state["labels"].items() if k not in forget}
+            state["paths"] = {k: v for k, v in state["paths"].items() if k not in forget}
+            state["verdicts"] = [v for v in state["verdicts"] if v.sha256 not in forget]
         last = max([self._m.get("log_seq", 0)] + [s for s, _ in records])
         body = {"format": "stylesift-store-meta", "log_seq": last,
                 "labels": state["labels"], "paths": {k: [_b64(p) for p in v] for k, v in state["paths"].items()},

@@ -10,13 +10,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
 
-from stylesift.cli import bench_cmd, classifier_cmds, featurizer_cmds, model_cmds, review_cmds  # noqa: E402
+from stylesift.cli import bench_cmd, classifier_cmds, featurizer_cmds, model_cmds, review_cmds, store_cmds  # noqa: E402
 from stylesift.cli.app import app  # noqa: E402
 
 # images and the feature store
 app.command()(featurizer_cmds.weights)
 app.command()(featurizer_cmds.extract)
 app.command()(featurizer_cmds.info)
+app.add_typer(store_cmds.store_app, name="store")
 # models on stored features
 app.command()(classifier_cmds.compare)
 app.command()(classifier_cmds.train)

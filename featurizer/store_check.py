@@ -1,0 +1,171 @@
+"""``stylesift store check | compact | prune``: verify every checksum, merge segments, forget old rows.
+
+Each problem is one line naming the file, what is wrong and what to do. ``check --repair`` rewrites
+what can be rebuilt (indexes, the top file), and moves damaged or missing parts aside: rows of a
+damaged segment leave the store (the next ``extract`` featurizes those images again), a damaged small
+record is moved aside (the label, path or verdict it held is lost; the rest is kept).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from stylesift.featurizer import segments as seglib
+from stylesift.featurizer import store as S
+from stylesift.featurizer.store_types import StoreError
+
+
+def _problem(file, problem: str, fix: str, rows=None, kind: str = "damaged") -> dict:
+    return {"file": str(file), "problem": problem, "fix": fix, "rows": rows, "kind": kind}
+
+
+def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
+    """Read every byte the manifest names, verifying checksums; with ``repair``, fix what can be fixed."""
+    path = Path(path)
+    st = S.FeatureStore(path, "a" if repair else "r", lock_timeout=-1)
+    problems: list[dict] = []
+    try:
+        if isinstance(st, S._V1Reader):
+            return {"store": str(path), "healthy": True, "rows": len(st), "format_version": 1, "problems": [],
+                    "note": "an old-format store: the next write (extract, or check --repair) upgrades it"}
+        m = st._m
+        bad_rows = np.zeros(st._n, bool)
+        for k, seg in enumerate(m["segments"]):
+            start, n = int(st._starts[k]), seg["rows"]
+            file = st.parts / seg["name"]
+            rows = [start, start + n - 1]
+            if not file.exists():
+                problems.append(_problem(file, "missing segment", "run `stylesift store check --repair`: its rows leave "
+                                         "the store and the next extract featurizes those images again", rows, "missing"))
+                bad_rows[start:start + n] = True
+                continue
+            try:
+                with h5py.File(file, "r") as f:
+                    if int(f.attrs["rows"]) != n:
+                        raise OSError(f"holds {int(f.attrs['rows'])} rows, the manifest says {n}")
+                    shas = f["sha256"][:]
+                    for name in ("added", "label_code", "label_names", "paths_offsets", "paths_data"):
+                        f[name][:]
+                    for group in ("sets", "present"):
+                        for name in (f[group] if group in f else []):
+                            ds = f[f"{group}/{name}"]
+                            for lo in range(0, ds.shape[0], block_rows):
+                                try:
+                                    ds[lo:lo + block_rows]
+                                except OSError:
+                                    raise OSError(f"{group}/{name} rows {start + lo}-"
+                                                  f"{start + min(n, lo + block_rows) - 1} fail their Fletcher32 checksum")
+            except (OSError, KeyError, ValueError) as exc:
+                problems.append(_problem(file, f"damaged segment ({S._h5_reason(exc) if 'rows' not in str(exc) else exc})",
+                                         "run `stylesift store check --repair`: its rows leave the store and the next "
+                                         "extract featurizes those images again", rows))
+                bad_rows[start:start + n] = True
+                continue
+            idx_file = st.parts / (seg["name"][:-3] + ".idx.npy")
+            want = seglib.build_index(shas)
+            try:
+                have = np.load(idx_file, allow_pickle=False)
+                ok = have.dtype == want.dtype and np.array_equal(have, want)
+            except (OSError, ValueError):
+                ok = False
+            if not ok:
+                problems.append(_problem(idx_file, "missing or wrong sha256 index (look-ups fall back to the segment)",
+                                         "run `stylesift store check --repair` to rebuild it", None, "index"))
+                if repair:
+                    seglib.write_index(idx_file, want)
+        for p in m.get("patches", []):
+            try:
+                with h5py.File(st.parts / p["name"], "r") as f:
+                    f["row"][:]
+                    f[f"sets/{p['set']}"][:]
+            except (OSError, KeyError) as exc:
+                problems.append(_problem(st.parts / p["name"], f"damaged or missing patch ({S._h5_reason(exc)})",
+                                         "run `stylesift store check --repair`: the set is computed again by "
+                                         f"`stylesift extract PATH --store {path} --features {p['set']}`", None, "patch"))
+        records = [(None, st.parts / m["meta"])] if m.get("meta") else []
+        records += st._log_records()
+        for _, rec in records:
+            try:
+                S._read_json(rec, "")
+            except (StoreError, OSError) as exc:
+                problems.append(_problem(rec, f"damaged record ({str(exc).split('(', 1)[-1].split(')')[0]})",
+                                         "run `stylesift store check --repair` to move it aside (the labels, paths or "
+                                         "verdicts it held are lost; the rest is kept)", None, "record"))
+        top_ok = False
+        try:
+            with h5py.File(path, "r") as f:
+                top_ok = int(f.attrs.get("layout", -1)) == int(m["layout"]) and int(f.attrs["rows"]) == st._n
+        except (OSError, KeyError, ValueError):
+            pass
+        if not top_ok and m["segments"]:
+            problems.append(_problem(path, "top file missing or older than the manifest (plain h5py readers see old rows)",
+                                     "run `stylesift store check --repair` (or any extract) to rewrite it", None, "top"))
+        if repair:
+            _repair(st, problems, bad_rows)
+    finally:
+        st.close(commit=False)
+    fixed = repair and all(p["kind"] in ("index", "top", "missing", "damaged", "record", "patch") for p in problems)
+    return {"store": str(path), "healthy": not problems, "repaired": bool(repair and problems and fixed),
+            "rows": len(st), "segments": len(st._m["segments"]), "format_version": S.FORMAT_VERSION,
+            "problems": problems}
+
+
+def _repair(st: S.FeatureStore, problems: list[dict], bad_rows: np.ndarray) -> None:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = st.path.with_name(f"{st.path.name}.damaged-{stamp}")
+    for p in problems:
+        if p["kind"] in ("damaged", "record", "patch") and Path(p["file"]).exists():
+            aside.mkdir(exist_ok=True)
+            os.replace(p["file"], aside / Path(p["file"]).name)
+            p["moved_to"] = str(aside / Path(p["file"]).name)
+    if any(p["kind"] == "record" for p in problems):
+        m = st._next_manifest()
+        if m.get("meta") and not (st.parts / m["meta"]).exists():
+            m["meta"] = None
+            st._write_manifest(m)
+        st._meta = None
+        st.fold()
+    if any(p["kind"] == "patch" for p in problems):
+        m = st._next_manifest()
+        m["patches"] = [x for x in m.get("patches", []) if (st.parts / x["name"]).exists()]
+        st._write_manifest(m)
+    if bad_rows.any():
+        st.rewrite(~bad_rows, "repair")
+    st._refresh_top()
+
+
+def compact(path, max_rows: int | None = None) -> dict:
+    with S.FeatureStore(path, "a") as st:
+        before = len(st._m["segments"])
+        st.compact(max_rows)
+        return {"store": str(path), "rows": len(st), "segments_before": before, "segments": len(st._m["segments"])}
+
+
+def prune(path, older_than_days: float, include_labelled: bool = False, dry_run: bool = False) -> dict:
+    """Remove rows extracted more than ``older_than_days`` ago (labelled rows stay unless ``include_labelled``)."""
+    if not np.isfinite(older_than_days) or older_than_days < 0:
+        raise StoreError(f"--older-than must be a number of days >= 0, not {older_than_days}")
+    cutoff = time.time() - older_than_days * 86400
+    with S.FeatureStore(path, "a") as st:
+        old = st.added < cutoff
+        labelled = st.labels.astype(str) != ""
+        drop = old & (include_labelled | ~labelled)
+        result = {"store": str(path), "rows": len(st), "removed": int(drop.sum()),
+                  "kept_labelled": int((old & labelled).sum()) if not include_labelled else 0, "dry_run": dry_run}
+        if dry_run or not drop.any():
+            return result
+        gone = set(st.sha256[drop])
+        st.rewrite(~drop, "prune")
+        st.fold(forget=gone)  # their labels, paths and verdicts go too
+        result["rows_after"] = len(st)
+    return result
+
+
+def main_json(result: dict) -> str:
+    return json.dumps(result, indent=2)
