@@ -103,6 +103,18 @@ def say(message: str) -> None:
     err.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
+def use_decode_memory(size: str | None) -> None:
+    """Apply ``--decode-memory SIZE`` (a usage error, exit 2, when it is not a size of at least 64 MiB)."""
+    if size is None:
+        return
+    from stylesift.featurizer.images import parse_bytes, set_decode_memory
+
+    try:
+        set_decode_memory(parse_bytes(size))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--decode-memory") from None
+
+
 @contextmanager
 def progress_bar(description: str, enabled: bool = True, unit: str = "files"):
     """Yield a ``callback(done, total)`` drawing a progress bar on stderr (a no-op when disabled); rate in ``unit``/s."""

@@ -9,8 +9,27 @@ from typing import List, Optional
 
 import typer
 
-from stylesift.cli.app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, err, fail, print_json, progress_bar, say
-from stylesift.cli.options import DEFAULT_STORE, JsonOpt, PositiveOpt, RecallOpt, StoreOpt, VerboseOpt, WeightsOpt
+from stylesift.cli.app import (
+    EXIT_INTERRUPTED,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    err,
+    fail,
+    print_json,
+    progress_bar,
+    say,
+    use_decode_memory,
+)
+from stylesift.cli.options import (
+    DEFAULT_STORE,
+    DecodeMemoryOpt,
+    JsonOpt,
+    PositiveOpt,
+    RecallOpt,
+    StoreOpt,
+    VerboseOpt,
+    WeightsOpt,
+)
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
@@ -150,10 +169,13 @@ def score(
     report: Optional[Path] = typer.Option(None, "--report", help="HTML contact sheet: picks with thumbnails, borderline band, failures."),
     weights_file: WeightsOpt = None,
     verbose: VerboseOpt = False,
+    decode_memory: DecodeMemoryOpt = None,
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list of {path, sha256, score, selected} on stdout."),
 ):
     """Score images with a model: one row per image (higher score = more like the positives)."""
     from stylesift.classifiers.predict import Predictor
+
+    use_decode_memory(decode_memory)
 
     if sum(x is not None for x in (threshold, top_k, top_fraction)) > 1:
         raise fail("choose one of --threshold, --top-k and --top-fraction", EXIT_USAGE)

@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from stylesift.cli.app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, err, fail, print_json, progress_bar, say
-from stylesift.cli.options import DEFAULT_STORE, BatchOpt, JsonOpt, StoreArg, VerboseOpt, WeightsOpt
+from stylesift.cli.app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, err, fail, print_json, progress_bar, say, use_decode_memory
+from stylesift.cli.options import DEFAULT_STORE, BatchOpt, DecodeMemoryOpt, JsonOpt, StoreArg, VerboseOpt, WeightsOpt
 
 
 class Engine(str, Enum):
@@ -58,11 +58,14 @@ def extract(
     precision: Precision = typer.Option(Precision.float32, "--precision", help="float32: Keras; int8: ONNX Runtime, about 2× faster, its own feature space (pip install 'stylesift\\[fast]')."),
     weights_file: WeightsOpt = None,
     verbose: VerboseOpt = False,
+    decode_memory: DecodeMemoryOpt = None,
     json_out: JsonOpt = False,
 ):
     """Featurize images into the store; content already there is not featurized again."""
     from stylesift.featurizer.extract import Featurizer
     from stylesift.featurizer.ray_engine import RayEngine
+
+    use_decode_memory(decode_memory)
 
     if address and engine is not Engine.ray:
         raise typer.BadParameter("only means something with --engine ray", param_hint="--address")
@@ -91,9 +94,15 @@ def extract(
         for failure in report.failed if verbose else report.failed[:20]:
             say(f"  failed: {failure['error']}")
         if len(report.failed) > 20 and not verbose:
-            err.print(f"  … and {len(report.failed) - 20} more (see `stylesift info {store}`)")
+            say(f"  … and {len(report.failed) - 20} more (see `stylesift info {store}`)")
+        if verbose:
+            for s in report.skipped:
+                say(f"  skipped: {s['path']}: {s['reason']}")
+        elif report.skipped:
+            say(f"  {len(report.skipped)} files skipped by the folder walk (no image extension, hidden, or a "
+                "symlinked folder); --verbose names them")
     if report.interrupted:
-        err.print(f"interrupted: {report.new} new images were saved to {store}; run the same command again to resume.")
+        say(f"interrupted: {report.new} new images were saved to {store}; run the same command again to resume.")
         raise typer.Exit(EXIT_INTERRUPTED)
     if report.failed:
         raise typer.Exit(EXIT_SOME_FAILED)

@@ -22,3 +22,6 @@ PositiveOpt = Annotated[str, typer.Option("--positive", help="Store label of the
 RecallOpt = Annotated[float, typer.Option(
     "--target-recall", min=0.01, max=0.99, help="One-class methods: share of held-out positives kept above the threshold.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per network call.")]
+DecodeMemoryOpt = Annotated[Optional[str], typer.Option(
+    "--decode-memory", metavar="SIZE", help="Memory all decoding threads together may hold, e.g. 1G or 1536M (default 1G); "
+    "a file that needs more fails with that reason and the run goes on.")]

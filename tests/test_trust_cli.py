@@ -71,3 +71,16 @@ def test_model_upgrade_needs_trust_pickle_and_converts(tmp_path, bundle_file):
     done = run("model", "upgrade", old, tmp_path / "new.ssmodel", "--trust-pickle")
     assert done.exit_code == 0, done.output
     np.testing.assert_array_equal(Bundle.load(tmp_path / "new.ssmodel").score(X), model.decision_function(X))
+
+
+@pytest.mark.parametrize("size", ["lots", "10", "-1G", "nan"])
+def test_a_decode_memory_that_is_not_a_usable_size_is_a_usage_error(size):
+    result = run("score", "m.ssmodel", "x.jpg", "--decode-memory", size)
+    assert result.exit_code == 2 and "--decode-memory" in result.output, result.output
+
+
+def test_sizes_parse_in_binary_units():
+    from stylesift.featurizer.images import parse_bytes
+
+    assert parse_bytes("1G") == parse_bytes("1GiB") == parse_bytes("1024M") == 2**30
+    assert parse_bytes("1.5g") == 3 * 2**29 and parse_bytes("65536k") == 64 * 2**20 and parse_bytes("123") == 123
