@@ -114,7 +114,7 @@ def compare(X, y, *, folds: int = 5, methods: Sequence[str] | None = None, targe
             t0 = time.perf_counter()
             est.fit(X[train], positive[train])
             fit_seconds = time.perf_counter() - t0
-            scores = est.decision_function(X[test])
+            scores = est.score_samples(X[test])
             row = fold_metrics(positive[test], scores, est.threshold_)
             row.update(fit_seconds=fit_seconds, threshold=float(est.threshold_), params=est.best_params_)
             result.folds[m.name].append(row)

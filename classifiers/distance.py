@@ -12,6 +12,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from stylesift.classifiers.base import StyleScorer
 from stylesift.classifiers.preprocess import normalize_step
 from stylesift.classifiers.search import positives_mask
 
@@ -45,14 +46,14 @@ class KNearestScore(BaseEstimator):
         self.loo_scores_ = -self.neighbors_.kneighbors(n_neighbors=self.k_)[0].mean(axis=1)
         return self
 
-    def decision_function(self, X):
+    def score_samples(self, X):
         """Minus the mean distance to the ``k`` nearest fitted rows, shape ``(n_samples,)``."""
         check_is_fitted(self, "neighbors_")
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
         return -self.neighbors_.kneighbors(X, n_neighbors=self.k_)[0].mean(axis=1)
 
 
-class NearestPositives(BaseEstimator):
+class NearestPositives(StyleScorer):
     """k-nearest-positives scorer on L2-normalised features (cosine geometry), fit on positives only.
 
     Parameters
@@ -66,7 +67,8 @@ class NearestPositives(BaseEstimator):
     ----------
     pipeline_ : Pipeline
         ``normalize (l2) → knn``.
-    threshold_ : float
+    offset_ : float
+        Threshold on :meth:`score_samples`; also ``threshold_``.
     best_params_ : dict
     notes_ : list of str
     """
@@ -77,20 +79,15 @@ class NearestPositives(BaseEstimator):
 
     def fit(self, X, y=None):
         """Fit on the positive rows of ``X`` (shape ``(n_samples, n_features)``); ``y`` as in :class:`OneClassSVMModel`."""
-        X = np.asarray(X, dtype=np.float32)
+        X, y = self._validate_fit(X, y)
         positive = np.ones(len(X), bool) if y is None else positives_mask(y)
         self.pipeline_ = Pipeline([("normalize", normalize_step("l2")), ("knn", KNearestScore(self.k))])
         self.pipeline_.fit(X[positive])
         loo = self.pipeline_.named_steps["knn"].loo_scores_
-        self.threshold_ = float(np.quantile(loo, 1 - self.target_recall, method="lower"))
+        self.offset_ = float(np.quantile(loo, 1 - self.target_recall, method="lower"))
         self.best_params_ = {"normalize": "l2", "k": self.pipeline_.named_steps["knn"].k_}
         self.notes_ = []
         return self
 
-    def decision_function(self, X):
-        """Minus the mean distance to the nearest training positives, shape ``(n_samples,)``."""
-        check_is_fitted(self, "pipeline_")
-        return self.pipeline_.decision_function(np.asarray(X, dtype=np.float32))
-
-    def predict(self, X):
-        return self.decision_function(X) >= self.threshold_
+    # score_samples (minus the mean distance to the nearest training positives), decision_function
+    # and predict: StyleScorer.

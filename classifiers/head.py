@@ -7,17 +7,14 @@ the features first only conditions the optimisation: a linear layer absorbs any 
 
 from __future__ import annotations
 
-import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted
 
-from stylesift.classifiers.search import positives_mask
+from stylesift.classifiers.base import BinaryClassifierMixin, StyleScorer
 
 
-class OutputLayerHead(ClassifierMixin, BaseEstimator):
+class OutputLayerHead(BinaryClassifierMixin, StyleScorer):
     """Logistic regression on standardised pooled features.
 
     Parameters
@@ -31,8 +28,8 @@ class OutputLayerHead(ClassifierMixin, BaseEstimator):
     ----------
     pipeline_ : Pipeline
         ``scale → logistic``.
-    threshold_ : float
-        0 on the log-odds, i.e. probability 0.5.
+    offset_ : float
+        Threshold on :meth:`score_samples` (the log-odds): 0, i.e. probability 0.5; also ``threshold_``.
     best_params_ : dict
     notes_ : list of str
     """
@@ -43,20 +40,15 @@ class OutputLayerHead(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Fit on ``X`` of shape ``(n_samples, n_features)`` and ``y`` (1/True = positive) of shape ``(n_samples,)``."""
-        y = positives_mask(y, need_both=True)
+        X, y = self._validate_fit(X, y)
+        y = self._positives(y)
         self.pipeline_ = Pipeline([("scale", StandardScaler()),
                                    ("logistic", LogisticRegression(C=self.C, max_iter=self.max_iter))])
-        self.pipeline_.fit(np.asarray(X, dtype=np.float32), y)
-        self.threshold_ = 0.0
-        self.classes_ = np.array([False, True])
+        self.pipeline_.fit(X, y)
+        self.offset_ = 0.0
+        self.n_iter_ = self.pipeline_[-1].n_iter_
         self.best_params_ = {"C": self.C}
         self.notes_ = []
         return self
 
-    def decision_function(self, X):
-        """Log-odds of being a positive, shape ``(n_samples,)``."""
-        check_is_fitted(self, "pipeline_")
-        return self.pipeline_.decision_function(np.asarray(X, dtype=np.float32))
-
-    def predict(self, X):
-        return self.decision_function(X) >= self.threshold_
+    # score_samples (log-odds of being a positive), decision_function and predict: StyleScorer.

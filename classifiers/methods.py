@@ -1,8 +1,9 @@
 """The named methods that `train` and `compare` know, each a factory of an unfitted estimator.
 
-Every estimator has ``fit(X, y)`` (y: 1/True = positive), ``decision_function(X)`` (higher = more
-like the positives), ``threshold_``, ``pipeline_`` (the fitted sklearn Pipeline that goes into a
-bundle), ``best_params_`` and ``notes_``. One-class methods fit on the positive rows only.
+Every estimator is a :class:`~stylesift.classifiers.base.StyleScorer`: ``fit(X, y)`` (y: 1/True =
+positive), ``score_samples(X)`` (higher = more like the positives), ``offset_``/``threshold_`` on it,
+``decision_function = score_samples − offset_``, ``pipeline_`` (the fitted sklearn Pipeline that goes
+into a bundle), ``best_params_`` and ``notes_``. One-class methods fit on the positive rows only.
 """
 
 from __future__ import annotations

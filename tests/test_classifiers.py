@@ -99,7 +99,7 @@ def test_one_class_fits_on_positives_only_and_negatives_only_validate(data, held
     p = model.best_params_
     alone = oc_pipeline(p["normalize"], p["pca"], p["svm__gamma"], p["svm__nu"]).fit(X[y])
     Xt, yt = held_out
-    np.testing.assert_allclose(model.decision_function(Xt), alone.decision_function(Xt), rtol=1e-6)
+    np.testing.assert_allclose(model.score_samples(Xt), alone.score_samples(Xt), rtol=1e-6)
     assert model.search_["candidates"][0]["params"]["gamma"] == OC_ARTICLE["svm__gamma"]
     assert model.search_["best"] == int(np.argmax([c["roc_auc"] for c in model.search_["candidates"]]))
     assert roc_auc_score(yt, model.decision_function(Xt)) > 0.95
@@ -132,7 +132,7 @@ def test_nearest_positives_threshold_from_leave_one_out_scores(data, held_out):
     loo = model.pipeline_.named_steps["knn"].loo_scores_
     assert len(loo) == y.sum() and 0.9 <= np.mean(loo >= model.threshold_) < 0.95
     # Scored against themselves, training rows are at distance 0 from their nearest neighbour: higher than leave-one-out.
-    assert np.all(model.decision_function(X[y]) >= loo - 1e-6)
+    assert np.all(model.score_samples(X[y]) >= loo - 1e-6)
     Xt, yt = held_out
     assert roc_auc_score(yt, model.decision_function(Xt)) > 0.95
 
@@ -196,3 +196,32 @@ def test_select_rules():
     assert chosen.sum() == 3 and chosen[4]
     with pytest.raises(ValueError, match="choose one"):
         select(scores, threshold=0.5, top_k=1)
+
+
+def test_every_method_keeps_the_scorer_contract(data, held_out):
+    """decision_function = score_samples − offset_, predict = decision_function ≥ 0, threshold_ = offset_."""
+    from stylesift.classifiers.methods import METHODS
+
+    X, y = data
+    Xt, _ = held_out
+    for name, method in METHODS.items():
+        model = method.make(n_jobs=1).fit(X, y)
+        s = model.score_samples(Xt)
+        np.testing.assert_allclose(model.decision_function(Xt), s - model.offset_, err_msg=name)
+        np.testing.assert_array_equal(model.predict(Xt), model.decision_function(Xt) >= 0, err_msg=name)
+        assert model.threshold_ == model.offset_, name
+        with pytest.raises(ValueError):
+            model.score_samples(Xt[:, :-1])  # validated against n_features_in_
+
+
+def test_scaled_one_class_svm_score_methods_agree_on_the_boundary(data):
+    from stylesift.classifiers.one_class import ScaledOneClassSVM
+
+    X, _ = data
+    svm = ScaledOneClassSVM(gamma=0.5, nu=0.2).fit(X)
+    s, d = svm.score_samples(X), svm.decision_function(X)
+    np.testing.assert_allclose(d, s - svm.offset_[0])
+    assert np.all((s >= 0) & (s <= 1 + 1e-9))  # a weighted mean similarity
+    raw = OneClassSVM(gamma=0.5, nu=0.2).fit(X)
+    # Same boundary as libsvm: the sign of the decision agrees with the plain OneClassSVM's.
+    assert np.mean(np.sign(d) == np.sign(raw.decision_function(X))) > 0.98
