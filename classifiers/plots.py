@@ -9,8 +9,9 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 
 def _pyplot():
-    import matplotlib
+    from stylesift.extras import require
 
+    matplotlib = require("matplotlib", "plots", "drawing ROC and precision-recall plots")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

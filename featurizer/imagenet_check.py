@@ -23,6 +23,10 @@ def check_imagenet(weights: Weights) -> dict:
     Returns ``{photo: {"ok": bool, "top3": [(class name, probability), ...]}}``.
     """
     import keras
+
+    from stylesift.extras import require
+
+    require("skimage", "demo", "checking the weights on scikit-image's sample photos")
     import skimage.data
 
     if weights.top is None:

@@ -72,6 +72,9 @@ class DemoSet:
 def photo_path(package: str, filename: str) -> Path:
     """The file of a photo that ships inside an installed package (no network)."""
     if package == "skimage":
+        from stylesift.extras import require
+
+        require("skimage", "demo", "the demo's sample photos")
         import skimage.data
 
         folder = Path(skimage.data.__file__).parent

@@ -70,3 +70,24 @@ def test_version_command_loads_nothing_heavy():
     import stylesift
 
     assert done.returncode == 0 and done.stdout.strip() == f"stylesift {stylesift.__version__}"
+
+
+def test_a_missing_extra_names_the_install_command(monkeypatch):
+    from stylesift.classifiers.plots import _pyplot
+    from stylesift.errors import StylesiftError
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the [plots] extra were not installed
+    with pytest.raises(StylesiftError, match=r"pip install 'stylesift\[plots\]'"):
+        _pyplot()
+
+
+def test_core_dependencies_leave_plots_demo_ray_and_fast_runtimes_to_extras():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"])
+    for optional in ("matplotlib", "scikit-image", "ray", "openvino", "onnxruntime"):
+        assert optional not in core
+    extras = project["optional-dependencies"]
+    assert {"plots", "demo", "ray", "fast", "all", "dev"} <= set(extras)
+    assert any("stylesift[all]" in d for d in extras["dev"])
