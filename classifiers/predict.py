@@ -77,18 +77,27 @@ class Predictor:
         Built from ``weights`` when not given; its fingerprint must be the bundle's.
     weights : path, optional
         Explicit weights file for the featurizer.
+    runtime : str
+        What computes the bundle's feature space (``auto``: the fastest proven one on this machine).
+    backbone_file : path, optional
+        A bring-your-own backbone file, when the bundle's is not at the path it recorded.
     """
 
-    def __init__(self, bundle: Bundle, store, *, featurizer=None, weights=None):
+    def __init__(self, bundle: Bundle, store, *, featurizer=None, weights=None, runtime: str = "auto",
+                 backbone_file=None):
         from stylesift.featurizer.extract import Featurizer
 
         self.bundle = bundle
         self.store = Path(store)
-        self.featurizer = featurizer if featurizer is not None else Featurizer(weights, precision=precision_of(bundle.fingerprint))
+        if featurizer is None:
+            precision_of(bundle.fingerprint)
+            featurizer = Featurizer.for_fingerprint(bundle.fingerprint, weights, runtime=runtime, backbone_file=backbone_file)
+        self.featurizer = featurizer
         check_fingerprint(bundle.header(b""), self.featurizer.fingerprint, "model bundle")
 
     @classmethod
-    def load(cls, model, store, *, weights=None, featurizer=None) -> "Predictor":
+    def load(cls, model, store, *, weights=None, featurizer=None, runtime: str = "auto",
+             backbone_file=None) -> "Predictor":
         """Load the bundle at ``model`` after checking it against this featurizer and ``store``.
 
         The bundle's checksum, feature-space fingerprint (against the featurizer's and, when it
@@ -101,8 +110,11 @@ class Predictor:
         if featurizer is None:
             from stylesift.featurizer.extract import Featurizer
 
-            # The bundle's fingerprint decides the backbone: an int8-trained model scores with the int8 network.
-            featurizer = Featurizer(weights, precision=precision_of(header["fingerprint"], model))
+            # The bundle's fingerprint decides the backbone: an int8-trained model scores with the int8 network
+            # of its recipe (a bundle of the first int8 recipe with ONNX Runtime), on the runtime asked for.
+            precision_of(header["fingerprint"], model)
+            featurizer = Featurizer.for_fingerprint(header["fingerprint"], weights, runtime=runtime,
+                                                    backbone_file=backbone_file)
         check_fingerprint(header, featurizer.fingerprint, model)
         store = Path(store)
         if store.exists():

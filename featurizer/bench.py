@@ -3,8 +3,8 @@
 Stages, all on the same files (see :func:`run_bench`):
 
 - ``decode``: read, hash, decode (JPEG draft mode) and resize in the extraction's worker threads;
-- ``backbone[P]``: the network of precision P alone, on the tensors the decode stage produced;
-- ``extract[P]``: :meth:`featurizer.extract.Featurizer.extract` into a fresh store, end to end;
+- ``backbone[P R]``: the network of precision P on runtime R alone, on the tensors the decode stage produced;
+- ``extract[P R]``: :meth:`featurizer.extract.Featurizer.extract` into a fresh store, end to end;
 - ``naive``: the loop of the classic Keras transfer-learning article: ``keras.utils.load_img``
   (full decode), ``img_to_array``, ``preprocess_input``, ``model.predict``, batch after batch, one thread.
 
@@ -79,12 +79,14 @@ def machine_info() -> dict:
         info["tf_inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads()
     except ImportError:
         pass
-    try:
-        import onnxruntime
+    from importlib.metadata import PackageNotFoundError, version
 
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
+    for package in ("onnxruntime", "openvino", "nncf"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    info["onednn_max_cpu_isa"] = os.environ.get("ONEDNN_MAX_CPU_ISA", "(unset: all the CPU has)")
     return info
 
 
@@ -198,25 +200,45 @@ def agreement(reference: np.ndarray, other: np.ndarray) -> dict:
             "below_0_99": int((cos < 0.99).sum())} if len(cos) else {"images": 0}
 
 
-def run_bench(files: Sequence[Path], *, precisions: Sequence[str] = ("float32",), batch_size: int = 32,
-              workers: int | None = None, naive: bool = True, weights=None, repeat: int = 1,
+def bench_configs(precisions: Sequence[str], runtimes_: Sequence[str]) -> list[tuple[str, str]]:
+    """The ``(precision, runtime)`` pairs to time: every combination where the runtime may compute the precision's space."""
+    from stylesift.featurizer import runtimes
+
+    out = []
+    for p in precisions:
+        for r in runtimes_:
+            space = runtimes.space_of(p, r)
+            if (r == "auto" or r in runtimes.valid_runtimes(space)) and (p, r) not in out:
+                out.append((p, r))
+    return out
+
+
+def run_bench(files: Sequence[Path], *, precisions: Sequence[str] = ("float32",), runtimes: Sequence[str] = ("auto",),
+              batch_size: int = 32, workers: int | None = None, naive: bool = True, weights=None, repeat: int = 1,
               log: Callable[[str], None] = lambda message: None) -> dict:
     """Time every stage on ``files`` and return ``{"machine", "stages", "ratios", "agreement"}``.
 
-    The first precision in ``precisions`` is the baseline of the ratios (normally ``float32``).
+    Each valid ``(precision, runtime)`` pair (see :func:`bench_configs`; ``auto`` resolved to the
+    runtime it picks here, duplicates dropped) is one backbone, named ``"precision runtime"``; the
+    first is the baseline of the ratios (normally ``float32`` on Keras).
     With ``repeat`` > 1 all stages run that many rounds, interleaved, and each keeps its fastest
     round: on a shared machine other work only ever slows a stage down, so the best round is the
     one least disturbed. Stores are written to a temporary folder and deleted afterwards.
     """
     files = [Path(f) for f in files]
     if not files:
-        raise StylesiftError("bench: no image files to time")
+        raise ValueError("bench: no image files to time")
     machine = machine_info()
-    featurizers = {p: Featurizer(weights, batch_size=batch_size, workers=workers, precision=p) for p in precisions}
-    workers = next(iter(featurizers.values())).workers
-    for p, fz in featurizers.items():
-        log(f"building the {p} backbone")
+    featurizers: dict[str, Featurizer] = {}
+    for p, r in bench_configs(precisions, runtimes):
+        fz = Featurizer(weights, batch_size=batch_size, workers=workers, precision=p, runtime=r)
+        log(f"building the {p} backbone ({r})")
         fz.backbone(np.zeros((batch_size, fz.input_size, fz.input_size, 3), np.uint8))  # build and warm up
+        name = f"{p} {fz.runtime_used}"
+        featurizers.setdefault(name, fz)
+    if not featurizers:
+        raise ValueError(f"bench: no runtime of {', '.join(runtimes)} computes {', '.join(precisions)}")
+    workers = next(iter(featurizers.values())).workers
 
     best: dict[str, Stage] = {}
 
@@ -224,43 +246,55 @@ def run_bench(files: Sequence[Path], *, precisions: Sequence[str] = ("float32",)
         if stage.name not in best or stage.images_per_second > best[stage.name].images_per_second:
             best[stage.name] = stage
 
+    naive_model = None
+    if naive:
+        keras_fz = next((fz for fz in featurizers.values() if fz.runtime_used == "keras" and fz.precision == "float32"), None)
+        if keras_fz is not None:
+            naive_model = keras_fz.backbone.model
+        else:
+            from stylesift.featurizer.backbone import Backbone
+
+            naive_model = Backbone(next(iter(featurizers.values())).weights).model
     features = {}
     for round_ in range(max(1, repeat)):
         log(f"round {round_ + 1}: decode: {len(files)} files, {workers} threads")
         stage, images = time_decode(files, workers=workers)
         keep(stage)
-        for p, fz in featurizers.items():
-            log(f"round {round_ + 1}: backbone[{p}] alone")
-            stage, features[p] = time_backbone(fz.backbone, images, batch_size=batch_size, name=f"backbone[{p}]")
+        for name, fz in featurizers.items():
+            log(f"round {round_ + 1}: backbone[{name}] alone")
+            stage, features[name] = time_backbone(fz.backbone, images, batch_size=batch_size, name=f"backbone[{name}]")
             keep(stage)
         with tempfile.TemporaryDirectory(prefix="stylesift-bench-") as tmp:
-            for p, fz in featurizers.items():
-                log(f"round {round_ + 1}: extract[{p}] into a fresh store")
-                keep(time_extract(fz, files, Path(tmp) / f"{p}.h5", name=f"extract[{p}]"))
-        if naive and "float32" in featurizers:
+            for i, (name, fz) in enumerate(featurizers.items()):
+                log(f"round {round_ + 1}: extract[{name}] into a fresh store")
+                keep(time_extract(fz, files, Path(tmp) / f"{i}.h5", name=f"extract[{name}]"))
+        if naive_model is not None:
             log(f"round {round_ + 1}: naive loop")
-            keep(time_naive(featurizers["float32"].backbone.model, files, batch_size=batch_size))
+            keep(time_naive(naive_model, files, batch_size=batch_size))
     stages = list(best.values())
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
 
     rate = {s.name: s.images_per_second for s in stages}
-    base = precisions[0]
+    names = list(featurizers)
+    base = names[0]
     ratios = {}
-    for p in precisions:
+    for p in names:
         ratios[f"extract[{p}] / backbone[{p}]"] = rate[f"extract[{p}]"] / rate[f"backbone[{p}]"]
         if "naive" in rate:
             ratios[f"extract[{p}] / naive"] = rate[f"extract[{p}]"] / rate["naive"]
         if p != base:
             ratios[f"extract[{p}] / extract[{base}]"] = rate[f"extract[{p}]"] / rate[f"extract[{base}]"]
             ratios[f"backbone[{p}] / backbone[{base}]"] = rate[f"backbone[{p}]"] / rate[f"backbone[{base}]"]
-    agree = {f"{p} vs {base}": agreement(features[base], features[p]) for p in precisions if p != base}
+    agree = {f"{p} vs {base}": agreement(features[base], features[p]) for p in names if p != base}
     return {"machine": machine, "files": len(files), "batch_size": batch_size, "workers": workers, "repeat": repeat,
+            "backbones": {name: {"precision": fz.precision, "runtime": fz.runtime_used} for name, fz in featurizers.items()},
             "stages": [s.to_dict() for s in stages], "ratios": {k: round(v, 3) for k, v in ratios.items()},
             "agreement": agree}
 
 
 def soak(sources: Sequence[Path], count: int, *, precision: str = "int8", batch_size: int = 32,
-         workers: int | None = None, weights=None, progress: Callable[[int, int], None] | None = None) -> dict:
+         workers: int | None = None, weights=None, progress: Callable[[int, int], None] | None = None,
+         runtime: str = "auto") -> dict:
     """Extract ``count`` distinct files made from ``sources`` into a fresh store, sampling resident memory.
 
     Copies are the source bytes plus a trailing counter (decoders ignore bytes after a JPEG's end
@@ -270,7 +304,7 @@ def soak(sources: Sequence[Path], count: int, *, precision: str = "int8", batch_
     jpegs = [Path(s) for s in sources if Path(s).suffix.lower() in (".jpg", ".jpeg")]
     if not jpegs:
         raise StylesiftError("soak: needs JPEG sources (their copies differ only after the end marker)")
-    fz = Featurizer(weights, batch_size=batch_size, workers=workers, precision=precision)
+    fz = Featurizer(weights, batch_size=batch_size, workers=workers, precision=precision, runtime=runtime)
     fz.backbone(np.zeros((batch_size, fz.input_size, fz.input_size, 3), np.uint8))
     samples: list[list[float]] = []
 

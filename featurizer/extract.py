@@ -14,9 +14,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from stylesift.featurizer.backbone import INPUT_SIZE, backbone_fingerprint, make_backbone
+from stylesift.featurizer import runtimes
 from stylesift.featurizer.images import IMAGE_EXTENSIONS, ImageError, load_image, read_image_bytes
 from stylesift.featurizer.ledger import Ledger, Outcome
+from stylesift.featurizer.space import INPUT_SIZE
 from stylesift.featurizer.store import FeatureStore
 from stylesift.featurizer.weights import Weights, resolve
 
@@ -37,6 +38,8 @@ class ExtractReport:
     store: str = ""
     sha256_by_path: dict[str, str] = field(default_factory=dict)  # every path that has a row now
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: seen by a folder walk, not tried
+    runtime: str | None = None  # what computed the new features (None when no network ran)
+    precision: str = "float32"
 
     @property
     def images_per_second(self) -> float:
@@ -46,7 +49,8 @@ class ExtractReport:
         return {"new": self.new, "cached": self.cached, "failed": self.failed,
                 "unchanged_failures": self.unchanged_failures, "skipped": len(self.skipped), "rows": self.rows,
                 "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
-                "interrupted": self.interrupted, "store": self.store}
+                "interrupted": self.interrupted, "store": self.store, "precision": self.precision,
+                "runtime": self.runtime}
 
 
 @dataclass
@@ -116,34 +120,89 @@ class Featurizer:
     workers : int, optional
         Decoding threads (default: number of CPUs).
     precision : {"float32", "int8"}
-        The backbone: Keras float32, or the INT8 network on ONNX Runtime (about twice as fast; its
-        own feature space, needs ``pip install 'stylesift[fast]'``).
+        The feature space: float32, or INT8 (NNCF on OpenVINO, its own feature space, needs
+        ``pip install 'stylesift[fast]'``).
+    runtime : {"auto", "keras", "openvino", "onnxruntime"}
+        What computes it (see :mod:`featurizer.runtimes`): ``auto`` is the fastest measured on this
+        machine among the runtimes proven to give that space's features. ``int8`` on ``onnxruntime``
+        is the first int8 recipe, which stores and bundles made before keep.
+    feature_sets : tuple of str
+        The sets each forward pass computes and the store receives (``pooled``, ``style``).
+    space : str, optional
+        A space name from :func:`featurizer.runtimes.space_of_fingerprint` (overrides ``precision``).
+    backbone_file : path, optional
+        Bring your own backbone: an ONNX or OpenVINO IR network with its JSON sidecar (see
+        :mod:`featurizer.byo_backbone`) instead of ResNet50; ``weights`` is then unused.
+    recorded : dict, optional
+        With ``backbone_file``: the fingerprint a store or bundle recorded; the file must be that one.
     """
 
     def __init__(self, weights: Weights | str | os.PathLike | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                 workers: int | None = None, input_size: int = INPUT_SIZE, precision: str = "float32"):
-        self.weights = weights if isinstance(weights, Weights) else resolve(weights)
+                 workers: int | None = None, input_size: int = INPUT_SIZE, precision: str = "float32",
+                 runtime: str = "auto", feature_sets: tuple[str, ...] = ("pooled",), space: str | None = None,
+                 backbone_file: str | os.PathLike | None = None, recorded: dict | None = None):
         self.batch_size = int(batch_size)
         self.workers = int(workers or os.cpu_count() or 1)
-        self.input_size = input_size
-        self.precision = precision
-        self.fingerprint = backbone_fingerprint(self.weights, precision, input_size=input_size)
-        if precision != "float32":
-            from stylesift.featurizer.fast_backbone import require_runtime
-
-            require_runtime()  # fail before any file is read, not at the first batch
+        self.backbone_file = Path(backbone_file) if backbone_file else None
         self._backbone = None
+        if self.backbone_file is not None:
+            from stylesift.featurizer.byo_backbone import BackboneFileError, resolve_fingerprint
+
+            if tuple(feature_sets) != ("pooled",) or runtime not in ("auto", "openvino") or precision != "float32":
+                raise BackboneFileError(f"{self.backbone_file}: a bring-your-own backbone runs float32 on OpenVINO and "
+                                        "gives one feature set; leave --precision, --runtime and --features at their defaults")
+            self.weights, self.space, self.precision, self.runtime = None, "byo", "float32", "openvino"
+            self.fingerprint = resolve_fingerprint(self.backbone_file, recorded)
+            self.fingerprints, self.feature_sets = {"pooled": self.fingerprint}, ("pooled",)
+            self.input_size = int(self.fingerprint["input_size"])
+            return
+        self.weights = weights if isinstance(weights, Weights) else resolve(weights)
+        self.input_size = input_size
+        self.space = space or runtimes.space_of(precision, runtime)
+        self.precision = runtimes.precision_of(self.space)
+        self.runtime = runtime
+        self.feature_sets = tuple(feature_sets)
+        self.fingerprints = runtimes.fingerprints(self.weights, self.space, self.feature_sets, input_size=input_size)
+        self.fingerprint = runtimes.pooled_fingerprint(self.weights, self.space, input_size=input_size)
+        runtimes.require_runtime(self.space, runtime)  # fail before any file is read, not at the first batch
+
+    @classmethod
+    def for_fingerprint(cls, fingerprint: dict | None, weights=None, *, runtime: str = "auto",
+                        backbone_file: str | os.PathLike | None = None, **kwargs) -> "Featurizer":
+        """The featurizer of the space a store's or bundle's pooled ``fingerprint`` names (float32 when None).
+
+        A bring-your-own backbone is loaded from ``backbone_file``, else from the path the fingerprint recorded.
+        """
+        from stylesift.featurizer.byo_backbone import is_byo
+
+        if is_byo(fingerprint):
+            return cls(backbone_file=backbone_file or fingerprint["file"], recorded=fingerprint, **kwargs)
+        return cls(weights, runtime=runtime, space=runtimes.space_of_fingerprint(fingerprint), **kwargs)
 
     @property
     def backbone(self):
-        """The network (built on first use): :class:`featurizer.backbone.Backbone` or the INT8 one."""
+        """The network (built on first use), on the runtime chosen for this space (see :mod:`featurizer.runtimes`)."""
+        if self._backbone is None and self.backbone_file is not None:
+            from stylesift.featurizer.byo_backbone import ByoBackbone
+
+            self._backbone = ByoBackbone(self.backbone_file, self.fingerprint)
         if self._backbone is None:
-            self._backbone = make_backbone(self.weights, self.precision, input_size=self.input_size)
+            self._backbone = runtimes.make_backbone(self.weights, runtime=self.runtime, feature_sets=self.feature_sets,
+                                                    input_size=self.input_size, space=self.space)
         return self._backbone
 
+    @property
+    def runtime_used(self) -> str | None:
+        """The runtime that computes the features (None until the network is built)."""
+        return getattr(self._backbone, "runtime", None)
+
     def featurize(self, images: np.ndarray) -> np.ndarray:
-        """uint8 RGB ``(n, size, size, 3)`` → float32 ``(n, 2048)``."""
+        """uint8 RGB ``(n, size, size, 3)`` → float32 ``(n, 2048)`` (the pooled set)."""
         return self.backbone(images)
+
+    def featurize_sets(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every feature set of a batch in one forward pass: ``{set: float32 (n, d)}``."""
+        return self.backbone.run(images)
 
     def extract(self, paths: Iterable[str | os.PathLike], store: str | os.PathLike, *, label: str | None = None,
                 progress: Callable[[int, int], None] | None = None, lock_timeout: float = -1) -> ExtractReport:
@@ -155,9 +214,13 @@ class Featurizer:
         Ctrl-C stops cleanly: finished batches are kept and the report says ``interrupted``.
         """
         started = time.perf_counter()
+        self._follow_first_int8_recipe(store)
         files, skipped = walk(paths)
         report = ExtractReport(store=str(store), skipped=skipped)
         with FeatureStore(store, "a", fingerprint=self.fingerprint, lock_timeout=lock_timeout) as st:
+            for name, fp in self.fingerprints.items():
+                if name != "pooled":
+                    st.declare_set(name, fp)
             rows_before = len(st)
             ledger = Ledger(st, report, label)
             batch: list[PreparedFile] = []
@@ -166,7 +229,8 @@ class Featurizer:
             def flush_batch():
                 if not batch:
                     return
-                feats = self.featurize(np.stack([it.image for it in batch]))
+                images = np.stack([it.image for it in batch])
+                feats = self.featurize(images) if self.feature_sets == ("pooled",) else self.featurize_sets(images)
                 shas = [it.sha256 for it in batch]
                 st.add(shas, feats, [ledger.paths_of(s) for s in shas], label)
                 ledger.stored(shas)
@@ -191,8 +255,23 @@ class Featurizer:
         # between a batch reaching the journal and the count above must not under-report what was saved.
         report.rows = len(st)
         report.new = report.rows - rows_before
+        report.runtime, report.precision = self.runtime_used, self.precision
         report.seconds = time.perf_counter() - started
         return report
+
+    def _follow_first_int8_recipe(self, store) -> None:
+        """``--precision int8`` with ``--runtime auto`` into a store of the first int8 recipe keeps that recipe."""
+        if self.space != "int8" or self.runtime != "auto" or not Path(store).is_file():
+            return
+        try:
+            fp = FeatureStore(store).fingerprint
+        except Exception:  # noqa: BLE001 - an unreadable store is reported by the real open below
+            return
+        if runtimes.space_of_fingerprint(fp) == runtimes.LEGACY_INT8:
+            self.space, self._backbone = runtimes.LEGACY_INT8, None
+            self.fingerprints = runtimes.fingerprints(self.weights, self.space, self.feature_sets, input_size=self.input_size)
+            self.fingerprint = self.fingerprints.get("pooled", fp)
+            runtimes.require_runtime(self.space, "auto")
 
     def _prepared(self, files: list[Path], st: FeatureStore, skip) -> Iterator[PreparedFile]:
         """Hash and decode files in worker threads, yielding in order with a bounded read-ahead."""
@@ -256,9 +335,9 @@ def prepare_file(path: Path, input_size: int = INPUT_SIZE,
 def extract(paths: Iterable[str | os.PathLike], store: str | os.PathLike, *, label: str | None = None,
             weights: Weights | str | os.PathLike | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
             workers: int | None = None, progress: Callable[[int, int], None] | None = None,
-            precision: str = "float32") -> ExtractReport:
+            precision: str = "float32", runtime: str = "auto") -> ExtractReport:
     """Featurize images into ``store``; see :meth:`Featurizer.extract`."""
-    return Featurizer(weights, batch_size=batch_size, workers=workers, precision=precision).extract(
+    return Featurizer(weights, batch_size=batch_size, workers=workers, precision=precision, runtime=runtime).extract(
         paths, store, label=label, progress=progress)
 
 

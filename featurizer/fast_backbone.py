@@ -1,4 +1,8 @@
-"""The INT8 backbone: the same ResNet50, quantized once and run by ONNX Runtime.
+"""The first INT8 recipe (ONNX Runtime): kept so that stores and bundles made with it keep scoring.
+
+New int8 features come from :mod:`featurizer.openvino_backbone` (NNCF, OpenVINO); this recipe is
+its own feature space and runs with ``--runtime onnxruntime``; :mod:`featurizer.runtimes` picks
+it by itself for a store or bundle that holds its features.
 
 Made once per weights and then cached next to them: the Keras network is exported to ONNX
 (:mod:`featurizer.onnx_export`), then statically quantized with ONNX Runtime's quantizer,
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from stylesift.errors import StylesiftError
+from stylesift.featurizer.calibration import CALIBRATION_SET, calibration_images  # noqa: F401
 from stylesift.featurizer.weights import Weights, cache_dir
 
 # Everything that decides the quantized network besides the weights; part of the fingerprint.
@@ -42,7 +47,6 @@ RECIPE = {
     "float32_layers": ["conv1_conv"],
 }
 RECIPE_ID = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:12]
-CALIBRATION_SET = "skimage-v1"
 
 
 class FastBackboneUnavailable(StylesiftError, RuntimeError):
@@ -117,7 +121,11 @@ class Int8Backbone:
         ONNX Runtime's intra-op threads (default: number of CPUs).
     """
 
-    def __init__(self, weights: Weights, input_size: int = 224, threads: int | None = None):
+    def __init__(self, weights: Weights, input_size: int = 224, threads: int | None = None,
+                 feature_sets: tuple[str, ...] = ("pooled",)):
+        if tuple(feature_sets) != ("pooled",):
+            raise FastBackboneUnavailable("the first int8 recipe (ONNX Runtime) computes the pooled set only; "
+                                          "re-extract with --runtime openvino for other feature sets")
         from stylesift.featurizer.backbone import feature_fingerprint
 
         require_runtime()
@@ -136,47 +144,21 @@ class Int8Backbone:
             raise RuntimeError(f"{self.path}: cannot load the cached INT8 network ({exc}); delete the file "
                                "and run again to rebuild it") from None
         self.fingerprint = int8_fingerprint(feature_fingerprint(weights, input_size=input_size))
+        self.fingerprints = {"pooled": self.fingerprint}
+
+    feature_sets = ("pooled",)
+    runtime = "onnxruntime"
+    precision = "int8"
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """``{"pooled": features}`` of a batch (this recipe computes the pooled set only)."""
+        return {"pooled": self(images)}
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Features of a batch: uint8 RGB ``(n, size, size, 3)`` → float32 ``(n, 2048)``."""
         if len(images) == 0:
             return np.zeros((0, 2048), np.float32)
         return self.session.run(None, {"images": np.ascontiguousarray(images, dtype=np.uint8)})[0]
-
-
-def calibration_images(size: int = 224) -> np.ndarray:
-    """The fixed calibration batch, uint8 ``(n, size, size, 3)``: scikit-image's sample pictures
-    (whole and a centre crop each) and a few drawn screenshot-like pages, so both photos and flat
-    synthetic images set the activation ranges."""
-    import skimage.data as data
-    from PIL import Image, ImageDraw
-
-    names = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
-             "retina", "colorwheel", "logo", "page", "text", "camera", "moon", "coins", "clock", "brick",
-             "grass", "gravel", "cell", "checkerboard"]
-    pictures = []
-    for name in names:
-        array = np.asarray(getattr(data, name)())
-        if array.dtype == bool:
-            array = array.astype(np.uint8) * 255
-        img = Image.fromarray(array)
-        if img.mode == "RGBA":
-            img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img)
-        img = img.convert("RGB")
-        w, h = img.size
-        pictures.append(img)
-        pictures.append(img.crop((w // 4, h // 4, w - w // 4, h - h // 4)))
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        page = Image.new("RGB", (390, 844) if i % 2 else (1280, 800), (255, 255, 255) if i % 3 else (32, 33, 36))
-        draw = ImageDraw.Draw(page)
-        for _ in range(12):
-            x0, y0 = int(rng.integers(0, page.width - 40)), int(rng.integers(0, page.height - 20))
-            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-            draw.rectangle((x0, y0, x0 + int(rng.integers(20, 300)), y0 + int(rng.integers(10, 120))), fill=colour)
-            draw.text((x0 + 4, y0 + 2), "Settings  Inbox  12:45  Search", fill=(0, 0, 0))
-        pictures.append(page)
-    return np.stack([np.asarray(p.resize((size, size), Image.Resampling.BILINEAR), np.uint8) for p in pictures])
 
 
 def _batches(images: np.ndarray, batch: int):

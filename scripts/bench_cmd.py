@@ -25,7 +25,8 @@ def bench(
     images: List[Path] = typer.Option([], "--images", help="Image files and folders to time on (repeatable; needed without a subcommand)."),
     limit: int = typer.Option(256, "--limit", min=1, help="At most this many files, spread evenly over the sorted list."),
     phone_size: bool = typer.Option(False, "--phone-size", help="Time on 12-megapixel JPEG copies (4032×3024) made from the images, --limit of them, in a temporary folder."),
-    precision: List[str] = typer.Option(["float32", "int8"], "--precision", help="Backbones to time; the first is the baseline (int8 is skipped when its extra is missing)."),
+    precision: List[str] = typer.Option(["float32", "int8"], "--precision", help="Precisions to time (int8 is skipped when its extra is missing)."),
+    runtime: List[str] = typer.Option(["keras", "auto"], "--runtime", help="Runtimes to time each precision on, where valid (auto: the one extract would pick here); the first backbone is the baseline."),
     batch_size: BatchOpt = 32,
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding threads (default: CPU count)."),
     naive: bool = typer.Option(True, "--naive/--no-naive", help="Also time the naive article-style loop."),
@@ -38,14 +39,18 @@ def bench(
     if ctx.invoked_subcommand is not None:
         return
     from stylesift.featurizer import bench as b
-    from stylesift.featurizer.fast_backbone import FastBackboneUnavailable, require_runtime
+    from stylesift.featurizer import runtimes
+    from stylesift.featurizer.fast_backbone import FastBackboneUnavailable
     from stylesift.featurizer.space import PRECISIONS
 
     for p in precision:
         if p not in PRECISIONS:
             raise typer.BadParameter(f"{p!r} is not one of {', '.join(PRECISIONS)}", param_hint="--precision")
+    for r in runtime:
+        if r not in runtimes.RUNTIMES:
+            raise typer.BadParameter(f"{r!r} is not one of {', '.join(runtimes.RUNTIMES)}", param_hint="--runtime")
     try:
-        require_runtime()
+        runtimes.require_runtime("int8", "auto")
     except FastBackboneUnavailable as exc:
         if "int8" in precision:
             say(f"skipping int8: {exc}")
@@ -70,7 +75,7 @@ def bench(
         if soak:
             with progress_bar(f"soak ({precision[-1]})", not json_out) as bar:
                 result = b.soak(b.list_images(images), soak, precision=precision[-1], batch_size=batch_size,
-                                workers=workers, progress=bar)
+                                workers=workers, progress=bar, runtime=runtime[-1])
             _show_soak(result, json_out)
             return
         files = b.sample_files(images, None if phone_size else limit)
@@ -78,7 +83,8 @@ def bench(
             with progress_bar("writing phone-size JPEGs", not json_out) as bar:
                 files = b.make_phone_jpegs(files, Path(tmp), limit, progress=bar)
         with err.status("timing") as status:
-            result = b.run_bench(files, precisions=precision, batch_size=batch_size, workers=workers, naive=naive, repeat=repeat,
+            result = b.run_bench(files, precisions=precision, runtimes=runtime, batch_size=batch_size, workers=workers,
+                                 naive=naive, repeat=repeat,
                                  log=lambda message: status.update(f"timing: {message}"))
     result["images"] = [str(p) for p in images]
     result["phone_size"] = phone_size
@@ -91,7 +97,7 @@ def bench(
 def _show(result: dict) -> None:
     m = result["machine"]
     typer.echo(f"machine: {m['cpu']}, {m['cpus']} CPUs, flags {' '.join(m['flags']) or '-'}; "
-               f"load {m['load_average']} → {m['load_average_end']}")
+               f"load {m['load_average']} → {m['load_average_end']}; ONEDNN_MAX_CPU_ISA {m.get('onednn_max_cpu_isa')}")
     typer.echo(f"files: {result['files']}{' (phone-size copies)' if result['phone_size'] else ''}, "
                f"batch {result['batch_size']}, {result['workers']} decode threads, best of {result['repeat']} rounds")
     for s in result["stages"]:

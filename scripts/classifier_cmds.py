@@ -20,6 +20,7 @@ from stylesift.cli.app import (
     say,
     use_decode_memory,
 )
+from stylesift.cli.featurizer_cmds import BACKBONE_HELP, RUNTIME_HELP, Runtime
 from stylesift.cli.options import (
     DEFAULT_STORE,
     DecodeMemoryOpt,
@@ -167,6 +168,8 @@ def score(
     top_fraction: Optional[float] = typer.Option(None, "--top-fraction", min=0.0, max=1.0, help="Select the highest fraction F."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV: path, sha256, score, selected, error."),
     report: Optional[Path] = typer.Option(None, "--report", help="HTML contact sheet: picks with thumbnails, borderline band, failures."),
+    runtime: Runtime = typer.Option(Runtime.auto, "--runtime", help=RUNTIME_HELP),
+    backbone: Optional[Path] = typer.Option(None, "--backbone", help=BACKBONE_HELP + " Default: the file the model recorded."),
     weights_file: WeightsOpt = None,
     verbose: VerboseOpt = False,
     decode_memory: DecodeMemoryOpt = None,
@@ -179,7 +182,7 @@ def score(
 
     if sum(x is not None for x in (threshold, top_k, top_fraction)) > 1:
         raise fail("choose one of --threshold, --top-k and --top-fraction", EXIT_USAGE)
-    predictor = Predictor.load(model, store, weights=weights_file)
+    predictor = Predictor.load(model, store, weights=weights_file, runtime=runtime.value, backbone_file=backbone)
     with progress_bar("scoring", enabled=not json_out) as bar:
         result = predictor.score(paths, threshold=threshold, top_k=top_k, top_fraction=top_fraction, progress=bar)
     if out:

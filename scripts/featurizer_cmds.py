@@ -22,6 +22,20 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
+class Runtime(str, Enum):
+    auto = "auto"
+    keras = "keras"
+    openvino = "openvino"
+    onnxruntime = "onnxruntime"
+
+
+RUNTIME_HELP = ("What computes the features: auto (the fastest measured on this machine among the runtimes proven to "
+                "give this precision's features; measured once, cached), keras, openvino, or onnxruntime (int8 of the "
+                "first recipe, for stores and models made with it).")
+BACKBONE_HELP = ("Bring your own backbone instead of ResNet50: an ONNX or OpenVINO IR (.xml) image-embedding network "
+                 "with a JSON sidecar beside it (NAME.json: input_size, layout, channels, scale, mean, std, output).")
+
+
 def weights(
     check: bool = typer.Option(False, "--check", help="Prove they are ImageNet weights by classifying two known photos."),
     weights_file: WeightsOpt = None,
@@ -55,7 +69,9 @@ def extract(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="local: decoding threads (default: CPU count); ray: worker actors (default: one per cluster CPU)."),
     engine: Engine = typer.Option(Engine.local, "--engine", help="local: this machine; ray: Ray worker actors, the store written here (pip install 'stylesift\\[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster for --engine ray: auto, HOST:6379 or ray://HOST:10001 (default: $RAY_ADDRESS, else a Ray instance on this machine)."),
-    precision: Precision = typer.Option(Precision.float32, "--precision", help="float32: Keras; int8: ONNX Runtime, about 2× faster, its own feature space (pip install 'stylesift\\[fast]')."),
+    precision: Precision = typer.Option(Precision.float32, "--precision", help="float32, or int8: NNCF-quantized on OpenVINO, several times faster, its own feature space (pip install 'stylesift\\[fast]')."),
+    runtime: Runtime = typer.Option(Runtime.auto, "--runtime", help=RUNTIME_HELP),
+    backbone: Optional[Path] = typer.Option(None, "--backbone", help=BACKBONE_HELP),
     weights_file: WeightsOpt = None,
     verbose: VerboseOpt = False,
     decode_memory: DecodeMemoryOpt = None,
@@ -71,16 +87,19 @@ def extract(
         raise typer.BadParameter("only means something with --engine ray", param_hint="--address")
     if precision is not Precision.float32 and engine is Engine.ray:
         raise typer.BadParameter("the ray engine runs float32 only", param_hint="--precision")
+    if backbone is not None and engine is Engine.ray:
+        raise typer.BadParameter("the ray engine runs ResNet50 only", param_hint="--backbone")
+    if runtime not in (Runtime.auto, Runtime.keras) and engine is Engine.ray:
+        raise typer.BadParameter("the ray engine runs Keras only", param_hint="--runtime")
     try:
         if engine is Engine.ray:
             featurizer = RayEngine(weights_file, batch_size=batch_size, workers=workers, address=address)
         else:
-            featurizer = Featurizer(weights_file, batch_size=batch_size, workers=workers, precision=precision.value)
+            featurizer = Featurizer(weights_file, batch_size=batch_size, workers=workers, precision=precision.value,
+                                    runtime=runtime.value, backbone_file=backbone)
             if precision is Precision.int8:
-                from stylesift.featurizer.fast_backbone import build_int8_model
-
-                with err.status("building the INT8 network (first time only, 1-2 min)"):
-                    build_int8_model(featurizer.weights, input_size=featurizer.input_size)
+                with err.status("preparing the INT8 network (first time on this machine: quantized once, 1-2 min)"):
+                    featurizer.backbone  # noqa: B018 - built (and cached) before the progress bar starts
         with progress_bar("extracting") as bar:
             report = featurizer.extract(paths, store, label=label, progress=bar)
     except KeyboardInterrupt:  # before the first file, or a second Ctrl-C while saving

@@ -24,7 +24,7 @@ def featurizer(weights):
     """One Featurizer (and so one loaded network) for the whole session."""
     from stylesift.featurizer.extract import Featurizer
 
-    return Featurizer(weights, batch_size=8, workers=2)
+    return Featurizer(weights, batch_size=8, workers=2, runtime="keras")  # the reference runtime (has .backbone.model)
 
 
 def write_pictures(folder, n: int, *, seed: int = 0, size=(96, 72)) -> list:

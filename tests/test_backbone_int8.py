@@ -1,4 +1,7 @@
-"""The ONNX export of the backbone and the INT8 backbone: same network, agreeing features, own feature space."""
+"""The ONNX export and the first INT8 recipe (ONNX Runtime): same network, agreeing features, own feature space.
+
+The recipe is kept so that stores and bundles made with it keep working (``--runtime onnxruntime``).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ from PIL import Image
 
 pytest.importorskip("onnxruntime")
 
-from stylesift.featurizer.backbone import backbone_fingerprint, fingerprint_id  # noqa: E402
 from stylesift.featurizer.fast_backbone import FastBackboneUnavailable, require_runtime  # noqa: E402
+from stylesift.featurizer.runtimes import LEGACY_INT8, backbone_fingerprint, space_of_fingerprint  # noqa: E402
+from stylesift.featurizer.space import fingerprint_id  # noqa: E402
 from stylesift.featurizer.store import FeatureSpaceMismatch  # noqa: E402
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
@@ -40,7 +44,7 @@ def photos():
 def int8_featurizer(weights):
     from stylesift.featurizer.extract import Featurizer
 
-    return Featurizer(weights, batch_size=4, workers=2, precision="int8")
+    return Featurizer(weights, batch_size=4, workers=2, precision="int8", runtime="onnxruntime")
 
 
 def test_onnx_export_computes_the_keras_network(featurizer, photos):
@@ -78,9 +82,11 @@ def test_int8_features_agree_with_float32(featurizer, int8_featurizer, photos):
 
 
 def test_int8_is_its_own_feature_space(tmp_path, weights, featurizer, int8_featurizer, pictures):
-    fp32, int8 = backbone_fingerprint(weights, "float32"), backbone_fingerprint(weights, "int8")
+    fp32, int8 = backbone_fingerprint(weights, "float32"), backbone_fingerprint(weights, "int8", runtime="onnxruntime")
     assert int8["precision"] == "int8" and int8["weights_sha256"] == fp32["weights_sha256"]
     assert fingerprint_id(int8) != fingerprint_id(fp32)
+    assert fingerprint_id(int8) != fingerprint_id(backbone_fingerprint(weights, "int8"))  # not the NNCF recipe
+    assert space_of_fingerprint(int8) == LEGACY_INT8  # a store of it is scored with this runtime again
     assert int8_featurizer.fingerprint == int8 and int8_featurizer.backbone.fingerprint == int8
 
     featurizer.extract(pictures[:2], tmp_path / "float32.h5")
@@ -95,11 +101,17 @@ def test_extract_cli_with_precision_int8(tmp_path, pictures, int8_featurizer):
 
     int8_featurizer.backbone  # the quantized network is built (and cached) once per machine
     store = tmp_path / "int8.h5"
-    result = CliRunner().invoke(app, ["extract", *map(str, pictures[:3]), "--store", str(store), "--precision", "int8", "--json"])
+    result = CliRunner().invoke(app, ["extract", *map(str, pictures[:3]), "--store", str(store), "--precision", "int8",
+                                      "--runtime", "onnxruntime", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["new"] == 3
+    assert json.loads(result.stdout)["new"] == 3 and json.loads(result.stdout)["runtime"] == "onnxruntime"
+    # A store of the first recipe keeps its recipe with the default runtime (auto) too.
+    more = CliRunner().invoke(app, ["extract", *map(str, pictures[3:5]), "--store", str(store), "--precision", "int8", "--json"])
+    assert more.exit_code == 0, more.output
+    assert json.loads(more.stdout)["runtime"] == "onnxruntime"
     info = CliRunner().invoke(app, ["info", str(store), "--json"])
-    assert json.loads(info.stdout)["fingerprint"]["precision"] == "int8"
+    fp = json.loads(info.stdout)["fingerprint"]
+    assert fp["precision"] == "int8" and space_of_fingerprint(fp) == LEGACY_INT8
 
 
 def test_missing_runtime_names_the_extra(monkeypatch):
