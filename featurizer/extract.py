@@ -8,7 +8,6 @@ import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -16,53 +15,12 @@ import numpy as np
 
 from stylesift.featurizer import runtimes
 from stylesift.featurizer.images import IMAGE_EXTENSIONS, ImageError, load_image, read_image_bytes
-from stylesift.featurizer.ledger import Ledger, Outcome
+from stylesift.featurizer.ledger import ExtractReport, Ledger, Outcome, PreparedFile
 from stylesift.featurizer.space import INPUT_SIZE
 from stylesift.featurizer.store import FeatureStore
 from stylesift.featurizer.weights import Weights, resolve
 
 DEFAULT_BATCH_SIZE = 32
-
-
-@dataclass
-class ExtractReport:
-    """What one extraction run did. ``failed`` holds ``{"path", "error"}`` dicts."""
-
-    new: int = 0
-    cached: int = 0
-    failed: list[dict] = field(default_factory=list)
-    unchanged_failures: int = 0  # failed before, file unchanged since, so not retried
-    rows: int = 0
-    seconds: float = 0.0
-    interrupted: bool = False
-    store: str = ""
-    sha256_by_path: dict[str, str] = field(default_factory=dict)  # every path that has a row now
-    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: seen by a folder walk, not tried
-    runtime: str | None = None  # what computed the new features (None when no network ran)
-    precision: str = "float32"
-
-    @property
-    def images_per_second(self) -> float:
-        return self.new / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict:
-        return {"new": self.new, "cached": self.cached, "failed": self.failed,
-                "unchanged_failures": self.unchanged_failures, "skipped": len(self.skipped), "rows": self.rows,
-                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
-                "interrupted": self.interrupted, "store": self.store, "precision": self.precision,
-                "runtime": self.runtime}
-
-
-@dataclass
-class PreparedFile:
-    """One file read, hashed and (unless its content is already known) decoded; or the reason it failed."""
-
-    path: Path
-    size: int = -1
-    mtime: float = 0.0
-    sha256: str | None = None
-    image: np.ndarray | None = None
-    error: str | None = None
 
 
 def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:

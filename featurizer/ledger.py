@@ -8,13 +8,54 @@ store and the report is decided here, once.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
+
+import numpy as np
 
 from stylesift.featurizer.store import Failure, FeatureStore
 
-if TYPE_CHECKING:  # extract imports this module; its types are needed for annotations only
-    from stylesift.featurizer.extract import ExtractReport, PreparedFile
+
+@dataclass
+class ExtractReport:
+    """What one extraction run did. ``failed`` holds ``{"path", "error"}`` dicts."""
+
+    new: int = 0
+    cached: int = 0
+    failed: list[dict] = field(default_factory=list)
+    unchanged_failures: int = 0  # failed before, file unchanged since, so not retried
+    rows: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    store: str = ""
+    sha256_by_path: dict[str, str] = field(default_factory=dict)  # every path that has a row now
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: seen by a folder walk, not tried
+    runtime: str | None = None  # what computed the new features (None when no network ran)
+    precision: str = "float32"
+
+    @property
+    def images_per_second(self) -> float:
+        return self.new / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"new": self.new, "cached": self.cached, "failed": self.failed,
+                "unchanged_failures": self.unchanged_failures, "skipped": len(self.skipped), "rows": self.rows,
+                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
+                "interrupted": self.interrupted, "store": self.store, "precision": self.precision,
+                "runtime": self.runtime}
+
+
+@dataclass
+class PreparedFile:
+    """One file read, hashed and (unless its content is already known) decoded; or the reason it failed."""
+
+    path: Path
+    size: int = -1
+    mtime: float = 0.0
+    sha256: str | None = None
+    image: np.ndarray | None = None
+    error: str | None = None
 
 
 class Outcome(enum.Enum):
