@@ -141,13 +141,16 @@ class Predictor:
         st = FeatureStore(self.store)
         check_fingerprint(self.bundle.header(b""), st.fingerprint or self.featurizer.fingerprint, self.store)
         items = list(report.sha256_by_path.items())
-        rows = np.array([st.row_of(sha) for _, sha in items], dtype=np.int64)
+        rows = st.rows_of([sha for _, sha in items]) if items else np.zeros(0, np.int64)
+        vanished = [{"path": p, "error": f"{p}: its row left the store {self.store} while scoring (pruned or repaired "
+                                          "meanwhile); run the command again"} for (p, _), r in zip(items, rows) if r < 0]
+        items, rows = [it for it, r in zip(items, rows) if r >= 0], rows[rows >= 0]
         scores = self.bundle.score(st.features(rows)) if len(rows) else np.zeros(0)
         if threshold is None and top_k is None and top_fraction is None:
             threshold = self.bundle.threshold
         chosen, selection = select(scores, threshold=threshold, top_k=top_k, top_fraction=top_fraction)
         result = ScoreResult(selection=selection, interrupted=report.interrupted,
-                             failed=[{"path": f["path"], "error": f["error"]} for f in report.failed])
+                             failed=[{"path": f["path"], "error": f["error"]} for f in report.failed] + vanished)
         result.rows = [{"path": p, "sha256": sha, "score": float(s), "selected": bool(c)}
                        for (p, sha), s, c in zip(items, scores, chosen)]
         return result

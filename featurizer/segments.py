@@ -16,13 +16,13 @@ Every dataset is chunked with HDF5's Fletcher32 filter, so a flipped bit is a re
 silently different value. A patch (``patch-<id>.h5``) adds one set to rows of older segments:
 ``/row`` int64 (sorted global row numbers), ``/sha256`` and ``/sets/<name>``.
 
-``seg-<id>.idx.npy`` is the segment's sha256 index: a structured array ``(sha: S64, pos: uint32)`` sorted
-by sha, memory-mapped and binary-searched, so a look-up reads a few pages instead of every id.
+``/index`` (compound ``(sha: S64, pos: uint32)``, sorted by sha, contiguous, in the segment itself so
+one fsync covers it) is the segment's sha256 index: memory-mapped and binary-searched, so a look-up
+reads a few pages instead of every id. It is derived data (``store check`` compares it with /sha256).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
@@ -57,6 +57,7 @@ def _write_columns(f: h5py.File, sha256s: np.ndarray, labels, paths: list[list[b
                      chunks=_chunks(len(encoded), rows=1024), **common)
     f.create_dataset("paths_offsets", data=offsets, chunks=_chunks(n + 1, rows=8192), **common)
     f.create_dataset("paths_data", data=data, chunks=_chunks(len(data), rows=1 << 16), **common)
+    f.create_dataset("index", data=build_index(sha256s))  # contiguous: memory-mapped by readers
 
 
 def write_segment(path: Path, sha256s: np.ndarray, sets: dict[str, np.ndarray], labels: list[str],
@@ -145,11 +146,16 @@ def build_index(sha256s: np.ndarray) -> np.ndarray:
     return index
 
 
-def write_index(path: Path, index: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, index, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
+def open_index(path: Path, rows: int) -> np.ndarray | None:
+    """The segment's sorted index, memory-mapped (None when absent or not mappable)."""
+    with h5py.File(path, "r") as f:
+        if "index" not in f:
+            return None
+        ds = f["index"]
+        offset = ds.id.get_offset()
+        if offset is None or ds.shape != (rows,) or ds.dtype != INDEX_DTYPE:
+            return None
+    return np.memmap(path, dtype=INDEX_DTYPE, mode="r", offset=offset, shape=(rows,))
 
 
 def lookup(index: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -7,8 +7,8 @@ Layout (format_version 2) of a store ``STORE.h5``::
     STORE.h5.parts/
         manifest.json         the truth: segments in row order, patches, feature sets and their
                               fingerprints, the folded metadata file, generation; replaced atomically
-        seg-<id>.h5           immutable rows (see :mod:`stylesift.featurizer.segments`), Fletcher32
-        seg-<id>.idx.npy      the segment's sorted sha256 index (memory-mapped look-ups)
+        seg-<id>.h5           immutable rows (see :mod:`stylesift.featurizer.segments`), Fletcher32,
+                              with its sorted sha256 index (memory-mapped look-ups)
         patch-<id>.h5         a feature set added later to rows of older segments
         meta-<id>.json        folded small records: labels set after extract, paths, verdicts, failures
         log/<seq>.json        small records newer than the folded file (each one durable on its own)
@@ -437,7 +437,7 @@ class FeatureStore:
 
     def maybe_commit(self) -> None:
         """Merge small segments of a long run now and then (keeps the number of files small)."""
-        if self._session_segments >= 8:
+        if self._session_segments >= 16:
             self._session_segments = 0
             try:
                 self._merge_tail()
@@ -742,14 +742,14 @@ class FeatureStore:
     def _index(self, seg: dict) -> np.ndarray:
         index = self._indexes.get(seg["name"])
         if index is None:
-            idx_path = self.parts / (seg["name"][:-3] + ".idx.npy")
+            file = self.parts / seg["name"]
             try:
-                index = np.load(idx_path, mmap_mode="r", allow_pickle=False)
-                if index.dtype != seglib.INDEX_DTYPE or len(index) != seg["rows"]:
-                    raise ValueError("wrong shape")
-            except (OSError, ValueError):  # missing or damaged: rebuild in memory from the segment
-                if not (self.parts / seg["name"]).exists():
-                    raise FileNotFoundError(errno.ENOENT, "missing", str(self.parts / seg["name"])) from None
+                index = seglib.open_index(file, seg["rows"])
+            except FileNotFoundError:
+                raise
+            except OSError:
+                index = None
+            if index is None:  # not mappable: build it in memory from the ids
                 with self._open(seg["name"]) as f:
                     index = seglib.build_index(self._read(f, "sha256", slice(None), "the ids"))
             self._indexes[seg["name"]] = index
@@ -976,23 +976,16 @@ class FeatureStore:
         self._m["next_id"] = seg_id + 1  # never reused, even if this write fails
         name = f"seg-{seg_id:06d}.h5"
         tmp = self.parts / f".{name}.{os.getpid()}.tmp"
-        idx_tmp = self.parts / f".{name}.idx.{os.getpid()}.tmp"
         self._require_space(est_bytes + rows * 80)
         try:
             writer(tmp)
             with h5py.File(tmp, "r") as f:
-                if shas is None:
-                    shas = f["sha256"][:]
                 partial = {k[len("present/"):]: True for k in _names(f, "present")}
             _fsync(tmp)
             _crash_point(point)
-            seglib.write_index(idx_tmp, seglib.build_index(shas))
-            os.replace(idx_tmp, self.parts / (name[:-3] + ".idx.npy"))
-            os.replace(tmp, self.parts / name)
-            _fsync_dir(self.parts)
+            os.replace(tmp, self.parts / name)  # (the manifest's folder fsync makes this rename durable too)
         finally:
             tmp.unlink(missing_ok=True)
-            idx_tmp.unlink(missing_ok=True)
         if point == "segment-tmp-written":
             _crash_point("segment-renamed")
         entry = {"name": name, "rows": int(rows), "sets": list(sets)}
@@ -1002,8 +995,6 @@ class FeatureStore:
 
     def _delete_segment(self, name: str) -> None:
         (self.parts / name).unlink(missing_ok=True)
-        if name.endswith(".h5"):
-            (self.parts / (name[:-3] + ".idx.npy")).unlink(missing_ok=True)
         self._indexes.pop(name, None)
         self._paths_cache.pop(name, None)
 
@@ -1087,7 +1078,6 @@ class FeatureStore:
             return
         m = self._read_manifest()
         named = {"manifest.json", "log"} | {s["name"] for s in m["segments"]} | {p["name"] for p in m.get("patches", [])}
-        named |= {s["name"][:-3] + ".idx.npy" for s in m["segments"]}
         if m.get("meta"):
             named.add(m["meta"])
         for entry in self.parts.iterdir():

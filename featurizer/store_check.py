@@ -67,18 +67,17 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
                                          "extract featurizes those images again", rows))
                 bad_rows[start:start + n] = True
                 continue
-            idx_file = st.parts / (seg["name"][:-3] + ".idx.npy")
             want = seglib.build_index(shas)
             try:
-                have = np.load(idx_file, allow_pickle=False)
-                ok = have.dtype == want.dtype and np.array_equal(have, want)
+                have = seglib.open_index(file, n)
+                ok = have is not None and np.array_equal(np.asarray(have), want)
             except (OSError, ValueError):
                 ok = False
             if not ok:
-                problems.append(_problem(idx_file, "missing or wrong sha256 index (look-ups fall back to the segment)",
-                                         "run `stylesift store check --repair` to rebuild it", None, "index"))
-                if repair:
-                    seglib.write_index(idx_file, want)
+                problems.append(_problem(file, "damaged segment (its sha256 index does not match its ids)",
+                                         "run `stylesift store check --repair`: its rows leave the store and the next "
+                                         "extract featurizes those images again", rows))
+                bad_rows[start:start + n] = True
         for p in m.get("patches", []):
             try:
                 with h5py.File(st.parts / p["name"], "r") as f:

@@ -82,7 +82,6 @@ def upgrade(store) -> None:
         seglib.write_segment(work / name, sha_all[lo:hi], {"pooled": old.features(np.arange(lo, hi))},
                              list(old._label[lo:hi]), [[path_bytes(p) for p in ps] for ps in old._paths[lo:hi]],
                              np.asarray(old._added[lo:hi], np.float64))
-        seglib.write_index(work / (name[:-3] + ".idx.npy"), seglib.build_index(sha_all[lo:hi]))
         S._fsync(work / name)
         m["segments"].append({"name": name, "rows": hi - lo, "sets": ["pooled"]})
     m["rows"] = n

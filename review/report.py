@@ -224,7 +224,8 @@ def _thumbnails(wanted: Mapping[str, int], workers: int | None) -> dict[str, str
 
 
 def _e(value) -> str:
-    return html.escape(str(value), quote=True)
+    # File names that are not UTF-8 arrive as surrogate escapes: shown with replacement characters.
+    return html.escape(str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace"), quote=True)
 
 
 def _name(path) -> str:

@@ -211,14 +211,26 @@ def score(
 
 
 def write_scores_csv(path: Path, result) -> None:
-    """The scores CSV (path, sha256, score, selected, error), written atomically; the one writer of it."""
+    """The scores CSV (path, sha256, score, selected, error, path_b64), written atomically; the one writer of it.
+
+    ``path`` is the printable form (bytes that are not UTF-8 shown as U+FFFD); ``path_b64`` holds the
+    exact name's bytes in base64, only for such names.
+    """
+    from stylesift.featurizer.store import display_path, path_fields
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "sha256", "score", "selected", "error"])
-        for r in result.rows:
-            w.writerow([r["path"], r["sha256"], repr(r["score"]), int(r["selected"]), ""])
-        for f in result.failed:
-            w.writerow([f["path"], "", "", "", f["error"]])
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "sha256", "score", "selected", "error", "path_b64"])
+            for r in result.rows:
+                shown = path_fields(r["path"])
+                w.writerow([shown["path"], r["sha256"], repr(r["score"]), int(r["selected"]), "", shown.get("path_b64", "")])
+            for f in result.failed:
+                shown = path_fields(f["path"])
+                w.writerow([shown["path"], "", "", "", display_path(f["error"]), shown.get("path_b64", "")])
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
