@@ -138,7 +138,8 @@ def info(
     st = FeatureStore(store)
     fp = st.fingerprint or {}
     result = {"store": str(store), "rows": len(st), "feature_dim": fp.get("feature_dim"),
-              "labels": st.label_counts(), "failures": [f.__dict__ for f in st.failures],
+              "labels": st.label_counts(), "verdicts": st.verdict_counts(), "verdicts_total": len(st.verdicts()),
+              "failures": [f.__dict__ for f in st.failures],
               "fingerprint": fp, "fingerprint_id": fingerprint_id(fp) if fp else None}
     if json_out:
         print_json(result)
@@ -146,6 +147,9 @@ def info(
     typer.echo(f"{store}: {result['rows']} rows × {result['feature_dim']} features")
     for name, count in sorted(result["labels"].items()):
         typer.echo(f"  {name or '(unlabelled)'}: {count}")
+    if result["verdicts_total"]:
+        typer.echo(f"verdicts: {result['verdicts_total']} in the log; latest per image: "
+                   + ", ".join(f"{k} {v}" for k, v in sorted(result["verdicts"].items())))
     typer.echo(f"failures: {len(result['failures'])}")
     for f in result["failures"][:20]:
         typer.echo(f"  {f['reason']}")  # plain echo: never read as markup

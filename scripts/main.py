@@ -10,7 +10,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
 
-from stylesift.cli import bench_cmd, classifier_cmds, featurizer_cmds, model_cmds, review_cmds, store_cmds  # noqa: E402
+from stylesift.cli import bench_cmd, classifier_cmds, featurizer_cmds, loop_cmds, model_cmds, review_cmds, store_cmds  # noqa: E402
 from stylesift.cli.app import app  # noqa: E402
 
 # images and the feature store
@@ -26,6 +26,8 @@ app.command()(classifier_cmds.score)
 app.add_typer(model_cmds.model_app, name="model")
 # people
 app.command()(review_cmds.demo)
+app.command()(loop_cmds.label)
+app.command()(loop_cmds.suggest)
 # measurements
 app.add_typer(bench_cmd.bench_app, name="bench")
 
