@@ -314,7 +314,7 @@ class FeatureStore:
             m["segments"].append(seg)
             m["rows"] += seg["rows"]
             m["layout"] += 1
-            self._write_manifest(m)
+            self._write_manifest(m, sync_dir=False)
         except (OSError, RuntimeError) as exc:
             raise StoreError(f"{self.path}: cannot write to the store's folder {self.parts} ({exc}); "
                              "nothing of this batch was recorded, run again once the problem is fixed") from exc
@@ -427,6 +427,8 @@ class FeatureStore:
         self.flush()
         self._sync_from_disk()
         try:
+            if self.parts.is_dir():
+                _fsync_dir(self.parts)  # the batches' manifest renames are durable from here on
             self._merge_tail()
             if len(self._log_records()) >= FOLD_RECORDS:
                 self.fold()
@@ -635,12 +637,14 @@ class FeatureStore:
             m["feature_sets"] = {**m.get("feature_sets", {}), **self._pending_fp}
         return m
 
-    def _write_manifest(self, m: dict) -> None:
+    def _write_manifest(self, m: dict, sync_dir: bool = True) -> None:
+        """Replace the manifest. ``sync_dir=False`` (a batch of rows): consistent after a power cut, but
+        the batch may be lost with it (its images are featurized again); the commit syncs the folder."""
         m["generation"] = int(m.get("generation", 0)) + 1
         body = {k: v for k, v in m.items() if k != "checksum"}
         self.parts.mkdir(exist_ok=True)
         _write_json_atomic(self.manifest_path, {**body, "checksum": _checksum(body)}, self.parts,
-                           point="manifest-tmp-written")
+                           point="manifest-tmp-written", sync_dir=sync_dir)
         _crash_point("manifest-renamed")
         self._pending_fp = {}
         self._adopt(m)
@@ -1230,7 +1234,7 @@ def _checksum(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _write_json_atomic(target: Path, body: dict, folder: Path, point: str | None = None) -> None:
+def _write_json_atomic(target: Path, body: dict, folder: Path, point: str | None = None, sync_dir: bool = True) -> None:
     body = {k: v for k, v in body.items() if k != "checksum"}
     text = json.dumps({**body, "checksum": _checksum(body)}, separators=(",", ":"))
     tmp = folder / f".{target.name}.{os.getpid()}.tmp"
@@ -1244,7 +1248,8 @@ def _write_json_atomic(target: Path, body: dict, folder: Path, point: str | None
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(folder)
+    if sync_dir:
+        _fsync_dir(folder)
 
 
 def _read_json(path: Path, remedy: str) -> dict:

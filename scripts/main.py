@@ -30,6 +30,7 @@ app.command()(loop_cmds.label)
 app.command()(loop_cmds.suggest)
 # measurements
 app.add_typer(bench_cmd.bench_app, name="bench")
+bench_cmd.bench_app.command("store")(store_cmds.bench_store)
 
 
 def main() -> None:

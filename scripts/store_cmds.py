@@ -79,3 +79,20 @@ def prune(
         verb = "would remove" if dry_run else "removed"
         typer.echo(f"{store}: {verb} {result['removed']} of {result['rows']} rows"
                    + (f"; kept {result['kept_labelled']} old labelled rows" if result["kept_labelled"] else ""))
+
+
+def bench_store(
+    rows: Annotated[list[int], typer.Option("--rows", min=1, help="Store sizes to build and time (repeatable).")] = [20000, 200000, 1000000],  # noqa: B006
+    folder: Annotated[Path | None, typer.Option("--dir", help="Where to build the stores (default: a temporary folder).")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the built stores.")] = False,
+    json_out: JsonOpt = False,
+):
+    """Build synthetic stores (2048-d rows) and time open, stream, load, look-ups, add + close, relabel, verdict."""
+    from stylesift.cli.app import say
+    from stylesift.featurizer import store_bench
+
+    results = store_bench.run(sorted(rows), folder, keep=keep, log=say)
+    if json_out:
+        print_json(results)
+    else:
+        typer.echo(store_bench.table(results))
