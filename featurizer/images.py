@@ -36,6 +36,11 @@ IMAGE_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .jfif .png .gif .webp .bmp .dib .tif .tiff .ico .ppm .pgm .pbm .pnm .tga .svg .heic .avif".split()
 )
 RESAMPLE = Image.Resampling.BILINEAR  # antialiased in Pillow when shrinking
+# Pillow allocates pixels in blocks of 16 MiB, a size glibc's malloc serves from its heaps once its
+# adaptive mmap threshold has risen (up to 32 MiB): freed, they stay with the process, one heap per
+# decode thread, and the peak grows past what the budget reserved. Blocks of 64 MiB are always
+# mapped and always returned when the image is freed.
+Image.core.set_block_size(max(Image.core.get_block_size(), 64 * 2**20))
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a failure, not a grey half-image
 
 # Bounds on the work one untrusted file may cause (see the README, "Which files are accepted").
@@ -186,11 +191,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         img = Image.fromarray(_to_uint8(np.asarray(img)), "L")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("LA", "PA", "RGBa", "La"):
-        img = img.convert("RGBA")
-    if img.mode == "RGBA":
+    if img.mode in _ALPHA_MODES or (img.mode == "P" and "transparency" in img.info):
         return _over_white(img)
     return img if img.mode == "RGB" else img.convert("RGB")
 
@@ -223,16 +224,18 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-# Rows composited at a time: the whole image is never copied, only one band of it.
+# Rows converted at a time: an image with transparency is never copied whole, only one band of it.
 _BAND_ROWS = 256
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def _over_white(rgba: Image.Image) -> Image.Image:
-    """An RGBA image composited over white, as RGB, band by band (no full-size RGBA copies)."""
-    width, height = rgba.size
-    out = Image.new("RGB", rgba.size)
+def _over_white(img: Image.Image) -> Image.Image:
+    """An image with transparency composited over white, as RGB, band by band (no full-size RGBA copies)."""
+    width, height = img.size
+    out = Image.new("RGB", img.size)
     for top in range(0, height, _BAND_ROWS):
-        band = rgba.crop((0, top, width, min(height, top + _BAND_ROWS)))
+        band = img.crop((0, top, width, min(height, top + _BAND_ROWS)))
+        band = band if band.mode == "RGBA" else band.convert("RGBA")
         white = Image.new("RGBA", band.size, (255, 255, 255, 255))
         out.paste(Image.alpha_composite(white, band).convert("RGB"), (0, top))
     return out
@@ -259,16 +262,13 @@ def decode_bytes(img: Image.Image, size: int = 224) -> int:
     rotated = _rotated(img)
     if rotated:
         need += decoded  # exif_transpose makes a rotated copy
-    mode = img.mode
-    if mode in _PIXEL_BYTES and mode not in ("1", "L", "P"):
-        # numpy copy, temporaries and the 8-bit result (see _to_uint8): 16-bit stays integer
-        need += pixels * (6 if mode.startswith("I;16") else 15)
-        mode = "L"
-    if mode in ("P", "LA", "PA", "RGBa", "La"):
-        need += pixels * 4  # converted to RGBA first
     rgb = pixels * 4  # the RGB image (four bytes a pixel in Pillow)
-    if mode not in ("RGB",) or rotated:
-        need += rgb
+    if img.mode in _PIXEL_BYTES and img.mode not in ("1", "L", "P"):
+        # the larger of two stages (see _to_uint8): the numpy copy with its temporaries and 8-bit
+        # result (16-bit stays integer), then the 8-bit image with its RGB conversion
+        need += max(pixels * (5 if img.mode.startswith("I;16") else 14), pixels + rgb)
+    elif img.mode != "RGB" or rotated:
+        need += rgb  # converted (band by band when it has transparency) or rotated
     # resizing: one intermediate pass of size × height (or width × size) plus the small result
     need += max(width, height) * size * 4 + size * size * 4 + _BAND_ROWS * width * 12
     return need + 16 * 2**20  # decoder state, tables and headers
