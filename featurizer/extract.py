@@ -17,7 +17,7 @@ from stylesift.featurizer import runtimes
 from stylesift.featurizer.images import IMAGE_EXTENSIONS, ImageError, load_image, read_image_bytes
 from stylesift.featurizer.ledger import ExtractReport, Ledger, Outcome, PreparedFile
 from stylesift.featurizer.space import INPUT_SIZE
-from stylesift.featurizer.store import FeatureStore
+from stylesift.featurizer.store import NONFINITE, FeatureStore, split_finite
 from stylesift.featurizer.weights import Weights, resolve
 
 DEFAULT_BATCH_SIZE = 32
@@ -189,8 +189,11 @@ class Featurizer:
                     return
                 images = np.stack([it.image for it in batch])
                 feats = self.featurize(images) if self.feature_sets == ("pooled",) else self.featurize_sets(images)
-                shas = [it.sha256 for it in batch]
-                st.add(shas, feats, [ledger.paths_of(s) for s in shas], label)
+                shas, feats, bad = split_finite([it.sha256 for it in batch], feats)
+                for sha in bad:  # refused by the store: reported with the file, the run goes on
+                    ledger.failed(sha, f"{ledger.paths_of(sha)[0]}: {NONFINITE}")
+                if shas:
+                    st.add(shas, feats, [ledger.paths_of(s) for s in shas], label)
                 ledger.stored(shas)
                 batch.clear()
                 st.maybe_commit()

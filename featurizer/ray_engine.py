@@ -42,7 +42,7 @@ from stylesift.featurizer.extract import (
 )
 from stylesift.featurizer.ledger import Ledger, Outcome
 from stylesift.featurizer.space import INPUT_SIZE, differences, fingerprint_id, same_space
-from stylesift.featurizer.store import FeatureStore
+from stylesift.featurizer.store import NONFINITE, FeatureStore, split_finite
 from stylesift.featurizer.weights import Weights
 
 PACKAGES = ("stylesift", "tensorflow", "keras", "numpy", "pillow")
@@ -345,9 +345,11 @@ class _Run:
             self._store(batch, result)
 
     def _store(self, batch: _Batch, result: dict) -> None:
-        ok = list(result["sha256"])
+        ok, feats, bad = split_finite(list(result["sha256"]), result["features"])
+        for sha in bad:  # refused by the store: reported with the file, the run goes on
+            self._tick(self.ledger.failed(sha, f"{self.ledger.paths_of(sha)[0]}: {NONFINITE}"))
         if ok:
-            self.st.add(ok, result["features"], [self.ledger.paths_of(sha) for sha in ok], self.label)
+            self.st.add(ok, feats, [self.ledger.paths_of(sha) for sha in ok], self.label)
             self._tick(self.ledger.stored(ok))
         for sha, error in result["errors"].items():
             self._tick(self.ledger.failed(sha, error))

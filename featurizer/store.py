@@ -1174,6 +1174,27 @@ class _V1Reader(FeatureStore):
 
 
 # ===================================================================== helpers
+def finite_rows(features) -> np.ndarray:
+    """Bool per row: every value of every set is finite (``add`` refuses the others)."""
+    sets = features.values() if isinstance(features, dict) else [features]
+    return np.logical_and.reduce([np.isfinite(np.asarray(X)).all(axis=1) for X in sets])
+
+
+NONFINITE = "the network gave non-finite features (NaN or infinity) for this image; not stored"
+
+
+def split_finite(sha256s: Sequence[str], features) -> tuple[list[str], object, list[str]]:
+    """``(ok sha256s, their features, sha256s with non-finite rows)``: what to add, what to report as failed."""
+    if not len(sha256s):
+        return [], features, []
+    good = finite_rows(features)
+    if good.all():
+        return list(sha256s), features, []
+    pick = (lambda X: np.asarray(X)[good])
+    kept = {k: pick(X) for k, X in features.items()} if isinstance(features, dict) else pick(features)
+    return ([s for s, g in zip(sha256s, good) if g], kept, [s for s, g in zip(sha256s, good) if not g])
+
+
 def _empty_manifest() -> dict:
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "generation": 0, "epoch": 0, "layout": 0,
             "rows": 0, "next_id": 1, "feature_sets": {}, "segments": [], "patches": [], "meta": None, "log_seq": 0}

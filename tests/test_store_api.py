@@ -194,3 +194,30 @@ def test_an_old_store_is_read_as_it_is_and_upgraded_on_the_first_write_keeping_a
     assert [f.path for f in st.failures] == ["/img/bad.jpg"]
     with h5py.File(path, "r") as f:
         assert int(f.attrs["format_version"]) == 2 and f["features"].shape == (7, 2048)
+
+
+def test_extract_reports_a_non_finite_row_as_a_failed_file_and_goes_on(tmp_path, monkeypatch):
+    """A network that returns NaN for one image: that file is reported failed, the others are stored."""
+    from PIL import Image
+
+    from stylesift.featurizer import extract as E
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (60 * i, 20, 200)).save(images / f"{i}.png")
+    fz = E.Featurizer.__new__(E.Featurizer)
+    fz.__dict__.update(batch_size=8, workers=1, input_size=224, fingerprint=FP, fingerprints={"pooled": FP},
+                       feature_sets=("pooled",), space="float32", precision="float32", runtime="keras", _backbone=None)
+
+    def featurize(batch):
+        X = np.ones((len(batch), 2048), np.float32)
+        X[1, 3] = np.nan
+        return X
+
+    monkeypatch.setattr(fz, "featurize", featurize, raising=False)
+    monkeypatch.setattr(E.Featurizer, "runtime_used", property(lambda self: "keras"), raising=False)
+    report = fz.extract([images], tmp_path / "s.h5")
+    assert report.new == 2 and len(report.failed) == 1
+    assert "non-finite features" in report.failed[0]["error"] and "1.png" in report.failed[0]["error"]
+    assert len(FeatureStore(tmp_path / "s.h5")) == 2
