@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from stylesift.featurizer import images as I
 from stylesift.featurizer.extract import list_images, prepare_file
@@ -215,6 +215,8 @@ def corpus() -> list[Kind]:
         Kind("animated.gif", make_animation("GIF"), near(RED)),
         Kind("animated.webp", make_animation("WEBP", lossless=True), near(RED)),
         Kind("still.webp", write(Image.new("RGB", (40, 40), BLUE), "WEBP", lossless=True), near(BLUE)),
+        *([Kind("still.avif", write(Image.new("RGB", (40, 40), BLUE), "AVIF", quality=90), near(BLUE, 12))]
+          if features.check("avif") else []),
         Kind("one_pixel.png", write(Image.new("RGB", (1, 1), (10, 200, 30))), near((10, 200, 30), 1)),
         Kind("aspect_10000x20.png", write(split((10000, 20), RED, BLUE)), halves(RED, BLUE, axis=1)),
         Kind("multipage.tiff", make_multipage_tiff, near(GREEN)),
