@@ -65,7 +65,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+# markup=False: nothing printed on stderr is read as rich markup, so a file named `[bold]x.jpg` or the
+# advice `pip install 'stylesift[fast]'` comes out exactly as written (styles are given as arguments).
+err = Console(stderr=True, markup=False)
 
 
 def _version(value: bool) -> None:

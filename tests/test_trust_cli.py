@@ -84,3 +84,14 @@ def test_sizes_parse_in_binary_units():
 
     assert parse_bytes("1G") == parse_bytes("1GiB") == parse_bytes("1024M") == 2**30
     assert parse_bytes("1.5g") == 3 * 2**29 and parse_bytes("65536k") == 64 * 2**20 and parse_bytes("123") == 123
+
+
+def test_the_console_never_reads_file_names_or_advice_as_markup(capsys):
+    from stylesift.cli.app import err, fail
+
+    err.print("kept in /x/[bold red]out")
+    with err.status("training [bold]m"):
+        pass
+    fail("install the extra with `pip install 'stylesift[fast]'`")
+    out = capsys.readouterr().err
+    assert "/x/[bold red]out" in out and "`pip install 'stylesift[fast]'`" in out
