@@ -30,6 +30,7 @@ class ScoreResult:
     failed: list[dict] = field(default_factory=list)
     selection: dict = field(default_factory=dict)
     interrupted: bool = False
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: passed over by a folder walk
 
     def __iter__(self):
         return iter(self.rows)
@@ -149,7 +150,7 @@ class Predictor:
         if threshold is None and top_k is None and top_fraction is None:
             threshold = self.bundle.threshold
         chosen, selection = select(scores, threshold=threshold, top_k=top_k, top_fraction=top_fraction)
-        result = ScoreResult(selection=selection, interrupted=report.interrupted,
+        result = ScoreResult(selection=selection, interrupted=report.interrupted, skipped=list(getattr(report, "skipped", [])),
                              failed=[{"path": f["path"], "error": f["error"]} for f in report.failed] + vanished)
         result.rows = [{"path": p, "sha256": sha, "score": float(s), "selected": bool(c)}
                        for (p, sha), s, c in zip(items, scores, chosen)]

@@ -203,6 +203,12 @@ def score(
                    + (f"; {len(result.failed)} failed" if result.failed else "") + (f"; written to {out}" if out else ""))
     for f in result.failed:
         say(f"  failed: {f['error']}")
+    if verbose:
+        for s in result.skipped:
+            say(f"  skipped: {s['path']}: {s['reason']}")
+    elif result.skipped and not json_out:
+        say(f"  {len(result.skipped)} files skipped by the folder walk (not images by name, hidden, or a symlinked "
+            "folder); --verbose names them")
     if result.interrupted:
         err.print("interrupted: the images featurized so far are cached in the store; run again to finish.")
         raise typer.Exit(EXIT_INTERRUPTED)

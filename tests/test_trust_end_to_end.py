@@ -124,3 +124,17 @@ def test_a_model_trained_on_int8_features_scores_through_the_cli(tmp_path, weigh
     assert scored.exit_code == 0, scored.output
     rows = json.loads(scored.stdout)
     assert len(rows) == 2 and all(np.isfinite(r["score"]) for r in rows)
+
+
+def test_score_names_skipped_files_with_verbose(tmp_path, featurizer):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 2048)).astype(np.float32)
+    head = OutputLayerHead().fit(X, X[:, 0] > 0)
+    model = Bundle(head.pipeline_, head.threshold_, "head", "good", "ordinary", featurizer.fingerprint).save(tmp_path / "m.ssmodel")
+    folder = tmp_path / "in"
+    write_pictures(folder, 1)
+    (folder / "notes.txt").write_text("x")
+    quiet = run("score", model, folder, "--store", tmp_path / "s.h5")
+    assert quiet.exit_code == 0 and "1 files skipped by the folder walk" in quiet.output, quiet.output
+    verbose = run("score", model, folder, "--store", tmp_path / "s.h5", "--verbose")
+    assert f"skipped: {folder / 'notes.txt'}: no image extension" in verbose.output
