@@ -91,7 +91,7 @@ def train(
     negative: Optional[str] = typer.Option(None, "--negative", help="Store label of counter-examples (needed by two-class and head)."),
     method: str = typer.Option("two-class", "--method",
                                help="two-class | one-class | head | nearest-positives | two-class-default | one-class-default"),
-    out: Path = typer.Option(..., "--out", help="Model bundle to write, e.g. artifacts/model.joblib."),
+    out: Path = typer.Option(..., "--out", help="Model bundle to write, e.g. artifacts/model.ssmodel."),
     target_recall: RecallOpt = 0.9,
     json_out: JsonOpt = False,
 ):
