@@ -23,6 +23,7 @@ reads a few pages instead of every id. It is derived data (``store check`` compa
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import h5py
@@ -57,7 +58,9 @@ def _write_columns(f: h5py.File, sha256s: np.ndarray, labels, paths: list[list[b
                      chunks=_chunks(len(encoded), rows=1024), **common)
     f.create_dataset("paths_offsets", data=offsets, chunks=_chunks(n + 1, rows=8192), **common)
     f.create_dataset("paths_data", data=data, chunks=_chunks(len(data), rows=1 << 16), **common)
-    f.create_dataset("index", data=build_index(sha256s))  # contiguous: memory-mapped by readers
+    index = build_index(sha256s)
+    ds = f.create_dataset("index", data=index)  # contiguous: memory-mapped by readers; no HDF5 filter, so
+    ds.attrs["sha256"] = hashlib.sha256(index.tobytes()).hexdigest()  # ... its own checksum
 
 
 def write_segment(path: Path, sha256s: np.ndarray, sets: dict[str, np.ndarray], labels: list[str],
@@ -155,7 +158,11 @@ def open_index(path: Path, rows: int) -> np.ndarray | None:
         offset = ds.id.get_offset()
         if offset is None or ds.shape != (rows,) or ds.dtype != INDEX_DTYPE:
             return None
-    return np.memmap(path, dtype=INDEX_DTYPE, mode="r", offset=offset, shape=(rows,))
+        digest = ds.attrs.get("sha256")
+    index = np.memmap(path, dtype=INDEX_DTYPE, mode="r", offset=offset, shape=(rows,))
+    if digest is None or hashlib.sha256(index).hexdigest() != (digest.decode() if isinstance(digest, bytes) else digest):
+        return None  # damaged: the caller rebuilds it from the checksummed ids
+    return index
 
 
 def lookup(index: np.ndarray, queries: np.ndarray) -> np.ndarray:

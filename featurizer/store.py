@@ -40,6 +40,7 @@ as ``STORE.h5.v1-backup`` (and its journal as ``STORE.h5.journal.v1-backup``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hashlib
 import json
@@ -714,18 +715,30 @@ class FeatureStore:
             yield segs[k], start, max(lo, start) - start, min(hi, start + segs[k]["rows"]) - start
             k += 1
 
-    def _open(self, name: str) -> h5py.File:
+    @contextlib.contextmanager
+    def _open(self, name: str) -> Iterator[h5py.File]:
+        """A part of the store, open for reading; any sign of damage inside the block is one StoreError naming it."""
         path = self.parts / name
         try:
-            return h5py.File(path, "r")
+            f = h5py.File(path, "r")
         except FileNotFoundError:
             raise
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             if not path.exists():
                 raise FileNotFoundError(errno.ENOENT, "missing", str(path)) from None
-            raise StoreError(f"{path}: damaged part of the store {self.path} ({_h5_reason(exc)}); run "
-                             f"`stylesift store check {self.path} --repair` to move it aside (its images are "
-                             "featurized again by the next extract)") from None
+            raise self._damaged(path, exc) from None
+        try:
+            with f:
+                yield f
+        except (StoreError, FileNotFoundError):
+            raise
+        except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, UnicodeError) as exc:
+            raise self._damaged(path, exc) from None
+
+    def _damaged(self, path: Path, exc: BaseException) -> StoreError:
+        return StoreError(f"{path}: damaged part of the store {self.path} ({_h5_reason(exc)}); run "
+                          f"`stylesift store check {self.path} --repair` to move it aside (its images are "
+                          "featurized again by the next extract)")
 
     def _read(self, f: h5py.File, dataset: str, sel, what: str):
         try:
@@ -751,7 +764,7 @@ class FeatureStore:
                 index = seglib.open_index(file, seg["rows"])
             except FileNotFoundError:
                 raise
-            except OSError:
+            except (OSError, KeyError, ValueError, TypeError):
                 index = None
             if index is None:  # not mappable: build it in memory from the ids
                 with self._open(seg["name"]) as f:

@@ -61,7 +61,7 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
                                 except OSError:
                                     raise OSError(f"{group}/{name} rows {start + lo}-"
                                                   f"{start + min(n, lo + block_rows) - 1} fail their Fletcher32 checksum")
-            except (OSError, KeyError, ValueError) as exc:
+            except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, UnicodeError) as exc:
                 problems.append(_problem(file, f"damaged segment ({S._h5_reason(exc) if 'rows' not in str(exc) else exc})",
                                          "run `stylesift store check --repair`: its rows leave the store and the next "
                                          "extract featurizes those images again", rows))
@@ -71,7 +71,7 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
             try:
                 have = seglib.open_index(file, n)
                 ok = have is not None and np.array_equal(np.asarray(have), want)
-            except (OSError, ValueError):
+            except (OSError, ValueError, KeyError, TypeError):
                 ok = False
             if not ok:
                 problems.append(_problem(file, "damaged segment (its sha256 index does not match its ids)",
@@ -83,7 +83,7 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
                 with h5py.File(st.parts / p["name"], "r") as f:
                     f["row"][:]
                     f[f"sets/{p['set']}"][:]
-            except (OSError, KeyError) as exc:
+            except (OSError, KeyError, ValueError, TypeError) as exc:
                 problems.append(_problem(st.parts / p["name"], f"damaged or missing patch ({S._h5_reason(exc)})",
                                          "run `stylesift store check --repair`: the set is computed again by "
                                          f"`stylesift extract PATH --store {path} --features {p['set']}`", None, "patch"))
