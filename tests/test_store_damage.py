@@ -67,7 +67,7 @@ def test_flipped_bytes_anywhere_in_a_segment_are_an_error_or_harmless(store):
     seg = store.parent / "s.h5.parts" / manifest["segments"][0]["name"]
     original = seg.read_bytes()
     rng = np.random.default_rng(0)
-    positions = sorted(set(rng.integers(0, len(original), 120).tolist()) | set(range(0, 4096, 97)))
+    positions = sorted(set(rng.integers(0, len(original), 60).tolist()) | set(range(0, 4096, 151)))
     seen = {"ok": 0, "error": 0}
     for pos in positions:
         raw = bytearray(original)
