@@ -62,8 +62,7 @@ def _allowed_types() -> frozenset[str]:
     """``module.Name`` of exactly the types the methods' fitted pipelines hold (see classifiers/methods.py)."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics._dist_metrics import EuclideanDistance64
-    from sklearn.neighbors import BallTree, KDTree, NearestNeighbors
+    from sklearn.neighbors import NearestNeighbors
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC, OneClassSVM
@@ -75,7 +74,7 @@ def _allowed_types() -> frozenset[str]:
     types = [dict, list, tuple, str, int, float, bool, type(None),
              np.ndarray, np.float64, np.float32, np.int64, np.int32, np.bool_,
              Pipeline, PCA, SVC, OneClassSVM, LogisticRegression, StandardScaler,
-             NearestNeighbors, KDTree, BallTree, EuclideanDistance64,
+             NearestNeighbors,
              CappedPCA, PowerNormalizer, ScaledOneClassSVM, KNearestScore]
     return frozenset(f"{t.__module__}.{t.__name__}" for t in types)
 
@@ -165,7 +164,7 @@ class Bundle:
         import skops.io
 
         path = Path(path)
-        payload = skops.io.dumps({"pipeline": self.pipeline,
+        payload = skops.io.dumps({"pipeline": _brute_neighbors(self.pipeline),
                                   "train_sha256": np.asarray(self.train_sha256, dtype=str),
                                   "train_labels": np.asarray(self.train_labels, dtype=str)},
                                  compression=zipfile.ZIP_DEFLATED, compresslevel=6)
@@ -229,6 +228,7 @@ class Bundle:
             raise BundleError(f"{path}: the model payload cannot be read ({type(exc).__name__}: {exc}); "
                               "the file is damaged or was altered. Retrain it or copy it again.") from None
         _check_payload(data, path)
+        _check_state(data["pipeline"], path)
         labels = header["labels"]
         return cls(pipeline=data["pipeline"], threshold=float(header["threshold"]), method=header["method"],
                    positive_label=labels["positive"], negative_label=labels.get("negative"),
@@ -484,13 +484,98 @@ def _check_payload(data, path) -> None:
     from sklearn.pipeline import Pipeline
 
     ok = (isinstance(data, dict) and set(data) == {"pipeline", "train_sha256", "train_labels"}
-          and isinstance(data["pipeline"], Pipeline) and hasattr(data["pipeline"], "decision_function")
+          and isinstance(data["pipeline"], Pipeline)
           and all(isinstance(data[k], np.ndarray) and data[k].dtype.kind == "U" and data[k].ndim == 1
                   for k in ("train_sha256", "train_labels"))
           and len(data["train_sha256"]) == len(data["train_labels"]))
     if not ok:
         raise BundleError(f"{path}: the model payload does not hold a fitted pipeline and its training ids; "
                           "the file is damaged or was made elsewhere. Retrain it with `stylesift train`.")
+
+
+def _estimators(pipeline):
+    """Every estimator inside ``pipeline``: its steps, and estimators held in their attributes."""
+    from sklearn.base import BaseEstimator
+
+    seen, stack = [], [pipeline]
+    while stack:
+        est = stack.pop()
+        if isinstance(est, BaseEstimator) and all(est is not s for s in seen):
+            seen.append(est)
+            stack.extend(v for v in vars(est).values() if isinstance(v, BaseEstimator))
+            stack.extend(step for _, step in getattr(est, "steps", []) if isinstance(step, BaseEstimator))
+    return seen
+
+
+def _brute_neighbors(pipeline):
+    """``pipeline``, with any NearestNeighbors that searches a KD or ball tree switched to brute force.
+
+    A tree's arrays are walked by compiled code without bounds checks, so a bundle never carries
+    one (trees are refused on load); brute force over the same rows finds the same neighbours.
+    """
+    import copy
+
+    from sklearn.neighbors import NearestNeighbors
+
+    if not any(isinstance(e, NearestNeighbors) and getattr(e, "_tree", None) is not None for e in _estimators(pipeline)):
+        return pipeline
+    pipeline = copy.deepcopy(pipeline)
+    for est in _estimators(pipeline):
+        if isinstance(est, NearestNeighbors) and getattr(est, "_tree", None) is not None:
+            est.algorithm, est._fit_method, est._tree = "brute", "brute", None
+    return pipeline
+
+
+def _check_state(pipeline, path) -> None:
+    """Refuse fitted state that compiled code would read out of bounds.
+
+    Allow-listed types are built from attribute dicts, so their arrays are whatever the file says.
+    numpy and Python code check shapes themselves; libsvm (SVC, OneClassSVM) and the neighbour
+    search do not, so their arrays must agree with each other before anything is scored.
+    """
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.svm._base import BaseLibSVM
+
+    def bad(est, what):
+        raise BundleError(f"{path}: refused: the fitted {type(est).__name__} in the model is inconsistent ({what}); "
+                          "the file was altered or damaged. Nothing was scored; retrain it with `stylesift train`.")
+
+    def array(est, name, kind, ndim):
+        value = getattr(est, name, None)
+        if not (isinstance(value, np.ndarray) and value.dtype == kind and value.ndim == ndim and value.flags.c_contiguous):
+            bad(est, f"{name} must be a C-ordered {ndim}-d {np.dtype(kind).name} array")
+        return value
+
+    for est in _estimators(pipeline):
+        if isinstance(est, BaseLibSVM):
+            sv = array(est, "support_vectors_", np.float64, 2)
+            counts = array(est, "_n_support", np.int32, 1)
+            support = array(est, "support_", np.int32, 1)
+            dual = array(est, "_dual_coef_", np.float64, 2)
+            intercept = array(est, "_intercept_", np.float64, 1)
+            classes = getattr(est, "_impl", None) in ("c_svc", "nu_svc")  # else one-class: [n, n]
+            if getattr(est, "_impl", None) not in ("c_svc", "nu_svc", "one_class", "epsilon_svr", "nu_svr"):
+                bad(est, "unknown libsvm type")
+            k = len(counts)
+            used = counts.sum() if classes else counts[0] if k == 2 else -1
+            if k < 2 or (counts < 0).any() or used != len(sv) or len(support) != len(sv):
+                bad(est, "support vector counts do not match the support vectors")
+            if dual.shape != (k - 1, len(sv)) or len(intercept) != k * (k - 1) // 2:
+                bad(est, "dual coefficients or intercepts do not match the support vectors")
+            for name in ("_probA", "_probB"):
+                if len(array(est, name, np.float64, 1)) not in (0, len(intercept)):
+                    bad(est, f"{name} does not match the intercepts")
+            if getattr(est, "n_features_in_", len(sv[0]) if len(sv) else 0) != sv.shape[1]:
+                bad(est, "support vectors of another width than its input")
+            if est.kernel not in ("linear", "poly", "rbf", "sigmoid") or getattr(est, "_sparse", None) is not False:
+                bad(est, "kernel must be linear, poly, rbf or sigmoid on dense input")
+            if not (isinstance(est._gamma, (float, int)) and np.isfinite(est._gamma) and isinstance(est.degree, int)
+                    and 0 <= est.degree <= 32):
+                bad(est, "kernel parameters")
+        elif isinstance(est, NearestNeighbors):
+            if getattr(est, "_fit_method", None) != "brute" or getattr(est, "_tree", None) is not None:
+                bad(est, "only brute-force neighbour search is loaded")
+            array(est, "_fit_X", est._fit_X.dtype if isinstance(getattr(est, "_fit_X", None), np.ndarray) else np.float64, 2)
 
 
 def _legacy_read(path: Path) -> tuple[dict, bytes]:

@@ -130,6 +130,8 @@ class FeatureStore:
                 _check_top(self.path, self.parts)
             raise StoreError(f"{self.path}: no such feature store (create one with "
                              f"`stylesift extract ... --store {self.path}`)")
+        if mode == "a" and self.path.is_file() and not self.manifest_path.exists() and not _is_legacy(self.path):
+            _check_top(self.path, self.parts)  # e.g. the .h5 copied without its parts folder: never start over
         try:
             if mode == "a":
                 self._acquire_lock(lock_timeout)
@@ -961,6 +963,8 @@ class FeatureStore:
         seq = max([int(self._m.get("log_seq", 0))] + [s for s, _ in records]) + 1
         state = self._state()
         try:
+            if not self._exists():  # a store whose first record is not a row (e.g. only failures so far)
+                self._write_manifest(self._next_manifest())
             self.log_dir.mkdir(parents=True, exist_ok=True)
             _write_json_atomic(self.log_dir / f"{seq:012d}.json", body, self.log_dir, point="log-tmp-written")
         except OSError as exc:

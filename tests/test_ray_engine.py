@@ -164,6 +164,7 @@ def test_cli_engine_ray(engine, inputs, local_store, tmp_path):
 
     store = tmp_path / "copy.h5"
     shutil.copy(local_store, store)  # all content known: the command must not need any worker
+    shutil.copytree(f"{local_store}.parts", f"{store}.parts")  # (a store is its file and its parts folder)
     runner = CliRunner()
     result = runner.invoke(app, ["extract", *map(str, inputs), "--store", str(store), "--engine", "ray",
                                  "--workers", "1", "--json"])

@@ -221,3 +221,24 @@ def test_extract_reports_a_non_finite_row_as_a_failed_file_and_goes_on(tmp_path,
     assert report.new == 2 and len(report.failed) == 1
     assert "non-finite features" in report.failed[0]["error"] and "1.png" in report.failed[0]["error"]
     assert len(FeatureStore(tmp_path / "s.h5")) == 2
+
+
+def test_a_store_of_failures_only_opens(tmp_path):
+    path = tmp_path / "s.h5"
+    with FeatureStore(path, "a", fingerprint=FP) as st:
+        st.set_failures([Failure("/img/gone.jpg", -1, 0.0, "no such file")])
+    st = FeatureStore(path)
+    assert len(st) == 0 and st.fingerprint == FP and [f.path for f in st.failures] == ["/img/gone.jpg"]
+    assert st.features().shape == (0, 2048) and st.label_counts() == {}
+
+
+def test_a_top_file_copied_without_its_parts_is_refused_not_overwritten(tmp_path):
+    path = tmp_path / "s.h5"
+    with FeatureStore(path, "a", fingerprint=FP) as st:
+        add(st, range(3))
+    copy = tmp_path / "copy.h5"
+    copy.write_bytes(path.read_bytes())
+    for mode in ("r", "a"):
+        with pytest.raises(StoreError, match=r"copy.h5: the store's data folder .*copy.h5.parts is missing"):
+            FeatureStore(copy, mode, fingerprint=FP)
+    assert copy.read_bytes() == path.read_bytes()

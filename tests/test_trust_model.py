@@ -212,3 +212,53 @@ def test_a_payload_of_the_wrong_shape_is_refused(tmp_path, fitted):
     payload = skops.io.dumps({"pipeline": [1, 2], "train_sha256": np.array(["0"]), "train_labels": np.array(["x"])})
     header = Bundle(fitted.pipeline_, 0.0, "head", "good", None, FINGERPRINT).header(payload)
     assert_refused(write(tmp_path / "m.ssmodel", header, payload), tmp_path / "none", match="fitted pipeline")
+
+
+def svc_pipeline():
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import SVC
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 16))
+    return Pipeline([("svm", SVC().fit(X, X[:, 0] > 0))]), X
+
+
+@pytest.mark.parametrize("alter", ["counts", "dual", "intercept", "dtype", "kernel", "width"])
+def test_libsvm_state_that_would_be_read_out_of_bounds_is_refused(tmp_path, alter):
+    pipeline, X = svc_pipeline()
+    svm = pipeline.steps[-1][1]
+    if alter == "counts":
+        svm._n_support = np.array([5000, 5000], np.int32)
+    elif alter == "dual":
+        svm._dual_coef_ = np.zeros((1, 3))
+    elif alter == "intercept":
+        svm._intercept_ = np.zeros(7)
+    elif alter == "dtype":
+        svm.support_vectors_ = svm.support_vectors_.astype(np.float32)
+    elif alter == "kernel":
+        svm.kernel = "precomputed"
+    else:
+        svm.support_vectors_ = np.ascontiguousarray(svm.support_vectors_[:, :4])
+    header, payload = payload_of(pipeline)
+    assert_refused(write(tmp_path / "m.ssmodel", header, payload), tmp_path / "none", match="inconsistent")
+
+
+def test_a_neighbour_tree_is_never_written_or_loaded(tmp_path):
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.pipeline import Pipeline
+
+    from stylesift.classifiers.distance import NearestPositives
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(50, 3)).astype(np.float32)  # few dimensions: sklearn picks a KD tree
+    model = NearestPositives().fit(X, np.ones(len(X), bool))
+    assert model.pipeline_.steps[-1][1].neighbors_._tree is not None
+    bundle = Bundle(model.pipeline_, 0.0, "nearest-positives", "good", None, FINGERPRINT)
+    back = Bundle.load(bundle.save(tmp_path / "np.ssmodel"))
+    np.testing.assert_allclose(back.score(X), bundle.score(X), rtol=1e-6)  # brute force: the same neighbours
+    assert model.pipeline_.steps[-1][1].neighbors_._tree is not None  # the caller's model is left as it was
+    assert back.pipeline.steps[-1][1].neighbors_._fit_method == "brute"
+    tree = Pipeline([("knn", NearestNeighbors(algorithm="kd_tree").fit(X))])
+    header, payload = payload_of(tree)
+    message = assert_refused(write(tmp_path / "tree.ssmodel", header, payload), tmp_path / "none", match="allow-list")
+    assert "KDTree" in message
