@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stylesift.classifiers.base import pipeline_scores
 from stylesift.errors import StylesiftError
 from stylesift.featurizer.space import differences, fingerprint_id, same_space
 
@@ -105,7 +106,8 @@ class Bundle:
     Parameters
     ----------
     pipeline : sklearn Pipeline
-        Fitted; ``pipeline.decision_function(X)`` gives scores, higher = more like the positives.
+        Fitted; :func:`~stylesift.classifiers.base.pipeline_scores` gives its scores, higher = more
+        like the positives.
     threshold : float
         Scores at or above it are selected.
     method : str
@@ -145,7 +147,7 @@ class Bundle:
         X = np.asarray(X, dtype=np.float32)
         if len(X) == 0:
             return np.zeros(0)
-        return np.asarray(self.pipeline.decision_function(X), dtype=float)
+        return pipeline_scores(self.pipeline, X)
 
     def header(self, payload: bytes) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "payload_format": "skops",
