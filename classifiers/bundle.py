@@ -224,6 +224,7 @@ class Bundle:
             raise BundleError(f"{path}: refused: the model would build types outside stylesift's allow-list: "
                               f"{', '.join(refused)}. Nothing was loaded. A bundle written by `stylesift train` "
                               "holds none; this file was altered or made elsewhere.")
+        _schema_types(payload, path, arrays=True)
         try:
             data = skops.io.loads(payload, trusted=sorted(_allowed_types()))
         except Exception as exc:  # noqa: BLE001 - an untrusted file; any failure is a damaged bundle
@@ -379,7 +380,7 @@ def _read(path: Path, verify: bool = True) -> tuple[dict, bytes]:
                           "retrain the model or copy the file again")
     try:
         header = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BundleError(f"{path}: the bundle header is damaged (not JSON: {exc}); retrain the model or copy the file again") from None
     validate_header(header, path)
     if verify:
@@ -449,8 +450,11 @@ def validate_header(header, path) -> None:
         bad("summary", "must be a JSON object")
 
 
-def _schema_types(payload: bytes, path) -> tuple[set[str], set[str]]:
-    """``({"module.Name", ...}, {"NodeKind", ...})`` named anywhere in the skops schema of ``payload``."""
+def _schema_types(payload: bytes, path, arrays: bool = False) -> tuple[set[str], set[str]]:
+    """``({"module.Name", ...}, {"NodeKind", ...})`` named anywhere in the skops schema of ``payload``.
+
+    With ``arrays``, every other member must also be a plain ``.npy`` array that its size holds.
+    """
     try:
         with zipfile.ZipFile(io.BytesIO(payload)) as zf:
             infos = zf.infolist()
@@ -460,6 +464,10 @@ def _schema_types(payload: bytes, path) -> tuple[set[str], set[str]]:
             if info.file_size > MAX_SCHEMA_BYTES:
                 raise BundleError(f"{path}: the model schema is larger than {MAX_SCHEMA_BYTES >> 20} MiB; refused")
             schema = json.loads(zf.read(info))
+            if arrays:
+                for member in infos:
+                    if member.filename != "schema.json":
+                        _check_array_header(zf, member, path)
     except BundleError:
         raise
     except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
@@ -480,6 +488,29 @@ def _schema_types(payload: bytes, path) -> tuple[set[str], set[str]]:
     if not isinstance(schema, dict) or schema.get("__loader__") != "DictNode":
         nodes.add(f"{schema.get('__loader__') if isinstance(schema, dict) else type(schema).__name__} at the top")
     return types, nodes
+
+
+def _check_array_header(zf: zipfile.ZipFile, member: zipfile.ZipInfo, path) -> None:
+    """Refuse an archive member that is not a plain ``.npy`` array whose header matches its size.
+
+    numpy allocates the shape a header claims before reading the data, and an object array's data
+    is a pickle; both are refused here, from the first bytes of the member, before skops reads it.
+    """
+    with zf.open(member) as fh:
+        try:
+            major, _ = np.lib.format.read_magic(fh)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(fh) if major == 1
+                                     else np.lib.format.read_array_header_2_0(fh))
+            header_end = fh.tell()
+        except (ValueError, SyntaxError, TypeError, OSError, EOFError) as exc:
+            raise BundleError(f"{path}: refused: archive member {member.filename!r} is not a plain numpy array "
+                              f"({type(exc).__name__}: {exc}); nothing was loaded") from None
+    if dtype.hasobject or dtype.fields is not None:
+        raise BundleError(f"{path}: refused: archive member {member.filename!r} is an array of Python objects (its "
+                          "data would be a pickle); nothing was loaded")
+    if math.prod(shape) * dtype.itemsize != member.file_size - header_end:
+        raise BundleError(f"{path}: refused: archive member {member.filename!r} claims shape {shape} of {dtype}, "
+                          f"which its {member.file_size} bytes do not hold; nothing was loaded")
 
 
 def _check_payload(data, path) -> None:
@@ -602,7 +633,7 @@ def _legacy_header(path: Path) -> dict:
 def _legacy_parse(line: bytes, path: Path) -> dict:
     try:
         header = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         header = None
     required = {"payload_sha256": str, "payload_bytes": int, "method": str, "threshold": (int, float),
                 "labels": dict, "fingerprint": dict, "versions": dict}

@@ -177,6 +177,21 @@ def lookup(index: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return out
 
 
+_HEX = np.zeros(256, np.uint64)
+_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint64)
+_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
+
+
+def hex_prefix(keys: np.ndarray) -> np.ndarray:
+    """The first 16 hex digits of each S64 id as a uint64 (sorts like the ids)."""
+    raw = np.frombuffer(np.ascontiguousarray(keys, "S64").tobytes(), np.uint8).reshape(-1, 64)[:, :16]
+    out = np.zeros(len(raw), np.uint64)
+    for i in range(16):
+        out = (out << np.uint64(4)) | _HEX[raw[:, i]]
+    return out
+
+
 def decode_paths(offsets: np.ndarray, data: bytes) -> list[list[bytes]]:
     out = []
     for a, b in zip(offsets[:-1], offsets[1:]):

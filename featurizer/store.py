@@ -591,6 +591,8 @@ class FeatureStore:
         self._paths_cache: dict[str, list[list[bytes]]] = {}
         self._patch_rows: dict[str, np.ndarray] = {}
         self._meta: dict | None = None
+        self._global = None
+        self._lookups = 0
 
     def _exists(self) -> bool:
         return self.manifest_path.exists()
@@ -776,14 +778,43 @@ class FeatureStore:
 
     def _lookup(self, queries: np.ndarray) -> np.ndarray:
         out = np.full(len(queries), -1, np.int64)
-        for seg, start, lo, hi in self._segments_in(0, self._n):
+        self._lookups += len(queries)
+        first = 0
+        if self._global is None and self._lookups > 256 and self._n > 65536 and len(self._m["segments"]) > 4:
+            self._global = self._build_global()  # many look-ups (an extract re-walking a folder): one sorted array
+        if self._global is not None:
+            prefix, keys, rows, first = self._global
+            q = seglib.hex_prefix(queries)
+            at = np.searchsorted(prefix, q)
+            while True:  # (equal 64-bit prefixes are astronomically rare, but handled)
+                ok = at < len(prefix)
+                cand = np.flatnonzero(ok & (out < 0))
+                cand = cand[prefix[at[cand]] == q[cand]]
+                if not len(cand):
+                    break
+                hit = cand[keys[at[cand]] == queries[cand]]
+                out[hit] = rows[at[hit]]
+                at[cand] += 1
+        for seg, start, lo, hi in self._segments_in(first, self._n):
             todo = np.flatnonzero(out < 0)
             if not len(todo):
                 break
             pos = seglib.lookup(self._index(seg), queries[todo])
-            hit = (pos >= 0) & (pos < hi)
+            hit = (pos >= lo) & (pos < hi)
             out[todo[hit]] = start + pos[hit]
         return out
+
+    def _build_global(self):
+        keys, rows = [], []
+        for seg, start, lo, hi in self._segments_in(0, self._n):
+            index = self._index(seg)
+            keep = np.asarray(index["pos"]) < hi
+            keys.append(np.asarray(index["sha"])[keep])
+            rows.append(start + np.asarray(index["pos"], np.int64)[keep])
+        keys_all = np.concatenate(keys)
+        prefix = seglib.hex_prefix(keys_all)
+        order = np.argsort(prefix, kind="stable")
+        return prefix[order], keys_all[order], np.concatenate(rows)[order], self._n
 
     def _sha_of(self, row: int) -> str:
         if self._sha is not None:

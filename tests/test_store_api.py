@@ -242,3 +242,21 @@ def test_a_top_file_copied_without_its_parts_is_refused_not_overwritten(tmp_path
         with pytest.raises(StoreError, match=r"copy.h5: the store's data folder .*copy.h5.parts is missing"):
             FeatureStore(copy, mode, fingerprint=FP)
     assert copy.read_bytes() == path.read_bytes()
+
+
+def test_many_lookups_switch_to_one_sorted_array_with_the_same_answers(tmp_path):
+    path = tmp_path / "s.h5"
+    with FeatureStore(path, "a", fingerprint={**STYLE, "set": "pooled"}, merge_rows=9000) as st:
+        for start in range(0, 70000, 10000):
+            d = [sha(i) for i in range(start, start + 10000)]
+            st.add(d, np.zeros((10000, 16), np.float32), [[]] * 10000)
+        st.add([sha(i) for i in range(70000, 70010)], np.zeros((10, 16), np.float32), [[]] * 10)
+    st = FeatureStore(path)
+    queries = [sha(i) for i in range(0, 70010, 7)] + ["0" * 64, "f" * 64]
+    want = list(range(0, 70010, 7)) + [-1, -1]
+    for q, w in zip(queries[:300], want):  # single look-ups first ...
+        row = st.row_of(q)
+        assert (-1 if row is None else row) == w
+    assert st._global is None
+    assert list(st.rows_of(queries)) == want  # ... then many: the global array answers the same
+    assert st._global is not None and st.row_of(sha(70005)) == 70005
