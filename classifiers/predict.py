@@ -130,11 +130,15 @@ class Predictor:
         return cls(bundle, store, featurizer=featurizer)
 
     def score(self, paths: Iterable[str | os.PathLike], *, threshold: float | None = None, top_k: int | None = None,
-              top_fraction: float | None = None, progress: Callable[[int, int], None] | None = None) -> ScoreResult:
+              top_fraction: float | None = None, progress: Callable[[int, int], None] | None = None,
+              dedupe: float | None = None) -> ScoreResult:
         """Featurize (through the store) and score image files and folders.
 
         Selection: ``threshold`` (default: the bundle's), or the ``top_k`` / ``top_fraction``
-        highest scores of this run.
+        highest scores of this run. ``dedupe`` (a cosine similarity, e.g.
+        :data:`~stylesift.review.dedupe.DEFAULT_THRESHOLD`) groups near-duplicates: every row gets
+        ``group`` and ``group_size``, and only a group's best-scoring row can be selected, so a
+        group counts once toward ``top_k`` (see :func:`~stylesift.review.dedupe.select_distinct`).
         """
         from stylesift.featurizer.store import FeatureStore
 
@@ -146,12 +150,26 @@ class Predictor:
         vanished = [{"path": p, "error": f"{p}: its row left the store {self.store} while scoring (pruned or repaired "
                                           "meanwhile); run the command again"} for (p, _), r in zip(items, rows) if r < 0]
         items, rows = [it for it, r in zip(items, rows) if r >= 0], rows[rows >= 0]
-        scores = self.bundle.score(st.features(rows)) if len(rows) else np.zeros(0)
+        X = st.features(rows) if len(rows) else None
+        scores = self.bundle.score(X) if len(rows) else np.zeros(0)
         if threshold is None and top_k is None and top_fraction is None:
             threshold = self.bundle.threshold
-        chosen, selection = select(scores, threshold=threshold, top_k=top_k, top_fraction=top_fraction)
+        groups = None
+        if dedupe is not None:
+            from stylesift.review.dedupe import group_by_score, select_distinct
+
+            groups = group_by_score(X, scores, dedupe, paths=[p for p, _ in items]) if len(rows) else np.zeros(0, np.int64)
+            chosen, selection = select_distinct(scores, groups, threshold=threshold, top_k=top_k, top_fraction=top_fraction)
+            selection["dedupe"] = float(dedupe)
+        else:
+            chosen, selection = select(scores, threshold=threshold, top_k=top_k, top_fraction=top_fraction)
         result = ScoreResult(selection=selection, interrupted=report.interrupted, skipped=list(getattr(report, "skipped", [])),
                              failed=[{"path": f["path"], "error": f["error"]} for f in report.failed] + vanished)
         result.rows = [{"path": p, "sha256": sha, "score": float(s), "selected": bool(c)}
                        for (p, sha), s, c in zip(items, scores, chosen)]
+        if groups is not None:
+            from stylesift.review.dedupe import group_sizes
+
+            for row, g, size in zip(result.rows, groups, group_sizes(groups)):
+                row["group"], row["group_size"] = int(g), int(size)
         return result

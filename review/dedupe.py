@@ -1,12 +1,13 @@
 """Near-duplicate groups: reposts of one photo (crops, recompressions, resizes) count as one pick.
 
 Two images belong together when the cosine similarity of their pooled ResNet50 features reaches
-a threshold. Measured on the shared images (``benchmarks/dedupe.py``, README "Near-duplicates"):
-crops down to 60 % of the area, JPEG recompressions and resizes of a photo stay above
-:data:`DEFAULT_THRESHOLD` against the original, while the most similar *other* photo of the same
-collection stays below it; a perceptual hash (DCT of a 32x32 grey thumbnail) separates
-recompressions and resizes but loses crops. The features are in the store already, so grouping
-costs one matrix product and no pixels.
+:data:`DEFAULT_THRESHOLD` **or** their perceptual hashes (:func:`perceptual_hash`) differ in at most
+:data:`MAX_HAMMING` of 64 bits. Measured on the shared images (``benchmarks/dedupe.py``,
+docs/benchmarks.md): neither alone separates reposts from merely similar photos. The hash
+finds every recompression and resize (0-4 bits apart, while the most similar *other* photo of a
+collection is 12 or more bits away) but loses crops (a 64 % crop is ~20 bits away); the features
+find most crops but move a lot when a small photo is halved (cosine 0.68-0.98) or recompressed
+hard. Together they miss far fewer reposts at the same false merges.
 
 Groups are built leader-first in the order given (callers pass best score first): the first
 image not yet grouped leads a new group and takes every not-yet-grouped image similar enough to
@@ -18,8 +19,30 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.92
+DEFAULT_THRESHOLD = 0.90
+MAX_HAMMING = 8
 _BLOCK = 512
+
+
+def perceptual_hash(path) -> int | None:
+    """64-bit DCT hash of the image at ``path`` (grey 32x32, the 8x8 lowest frequencies above their median); None if unreadable."""
+    from PIL import Image
+    from scipy.fft import dctn
+
+    try:
+        with Image.open(path) as im:
+            im.draft("L", (64, 64))  # JPEGs decode at 1/8 scale: hashing costs a few milliseconds
+            grey = np.asarray(im.convert("L").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float32)
+    except Exception:  # noqa: BLE001 - a file moved or damaged since scoring: no hash, the features still group it
+        return None
+    low = dctn(grey, norm="ortho")[:8, :8].ravel()
+    return int(np.packbits(low > np.median(low[1:])).view(">u8")[0])
+
+
+def hamming(hashes: np.ndarray, h: int) -> np.ndarray:
+    """Bits in which each of ``hashes`` (uint64, shape ``(n,)``) differs from ``h``, shape ``(n,)``."""
+    x = np.bitwise_xor(np.asarray(hashes, dtype=np.uint64), np.uint64(h))
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
 
 
 def unit_rows(features: np.ndarray) -> np.ndarray:
@@ -31,7 +54,8 @@ def unit_rows(features: np.ndarray) -> np.ndarray:
 
 
 def group_near_duplicates(features: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
-                          order: np.ndarray | None = None) -> np.ndarray:
+                          order: np.ndarray | None = None, hashes: np.ndarray | None = None,
+                          max_hamming: int = MAX_HAMMING) -> np.ndarray:
     """Group id of each row, shape ``(n,)``: ids ``1..G`` numbered in the order groups are opened.
 
     Parameters
@@ -43,12 +67,16 @@ def group_near_duplicates(features: np.ndarray, threshold: float = DEFAULT_THRES
     order : ndarray of int, shape (n,), optional
         The order in which rows may lead groups (default: as given). Pass best score first, so
         a group's leader is its best-scoring member.
+    hashes : ndarray of uint64, shape (n,), optional
+        Perceptual hashes; a row also joins a leader whose hash is at most ``max_hamming`` bits
+        away. A row without a hash holds :data:`NO_HASH`.
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"the near-duplicate threshold is a cosine similarity in (0, 1], not {threshold}")
     n = len(features)
     order = np.arange(n) if order is None else np.asarray(order)
     Z = unit_rows(features)[order]
+    H = None if hashes is None else np.asarray(hashes, dtype=np.uint64)[order]
     group = np.zeros(n, dtype=np.int64)  # in `order` positions; 0 = not grouped yet
     next_id = 1
     for start in range(0, n, _BLOCK):
@@ -56,7 +84,10 @@ def group_near_duplicates(features: np.ndarray, threshold: float = DEFAULT_THRES
         for i in range(start, min(start + _BLOCK, n)):
             if group[i]:
                 continue
-            members = (sims[i - start] >= threshold) & (group == 0)
+            similar = sims[i - start] >= threshold
+            if H is not None and H[i] != NO_HASH:
+                similar |= (hamming(H, int(H[i])) <= max_hamming) & (H != NO_HASH)
+            members = similar & (group == 0)
             members[i] = True
             group[members] = next_id
             next_id += 1
@@ -69,3 +100,53 @@ def group_sizes(groups: np.ndarray) -> np.ndarray:
     """Size of each row's group, shape ``(n,)``."""
     _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     return counts[inverse]
+
+
+# Near-duplicates are looked for among this many best-scoring rows (one matrix product each against
+# the others); rows further down are their own groups. Picks and the borderline band sit far above.
+MAX_GROUPED_ROWS = 5000
+# Perceptual hashes read the files again (a few ms each); the best-scoring rows get them.
+MAX_HASHED_ROWS = 1000
+NO_HASH = np.uint64(0)  # a row without a hash (the all-zero hash of a flat image counts as none too)
+
+
+def group_by_score(features: np.ndarray, scores: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
+                   max_rows: int = MAX_GROUPED_ROWS, paths=None, max_hashed: int = MAX_HASHED_ROWS) -> np.ndarray:
+    """Group ids (shape ``(n,)``) with each group led by its best-scoring row; ids follow the leaders' rank.
+
+    Only the ``max_rows`` best-scoring rows are grouped; the others get groups of their own. With
+    ``paths`` (one file per row), the ``max_hashed`` best-scoring files are also compared by
+    perceptual hash.
+    """
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    top = order[:max_rows]
+    hashes = None
+    if paths is not None:
+        hashes = np.zeros(len(top), dtype=np.uint64)
+        for j, row in enumerate(top[:max_hashed]):
+            h = perceptual_hash(paths[row])
+            hashes[j] = NO_HASH if h is None else np.uint64(h)
+    groups = np.empty(len(order), dtype=np.int64)
+    groups[top] = group_near_duplicates(np.asarray(features)[top], threshold, hashes=hashes)
+    rest = order[max_rows:]
+    groups[rest] = np.arange(len(rest)) + (groups[top].max() if len(top) else 0) + 1
+    return groups
+
+
+def select_distinct(scores: np.ndarray, groups: np.ndarray, **rule) -> tuple[np.ndarray, dict]:
+    """:func:`~stylesift.classifiers.predict.select` over groups: only a group's best-scoring row can be selected.
+
+    A group therefore counts once toward ``top_k`` (and ``top_fraction`` is a share of the groups);
+    under a threshold, a group is selected when its leader reaches it. Returns the mask of shape
+    ``(n,)`` and the rule, with ``"dedupe_groups"`` (the number of groups) added.
+    """
+    from stylesift.classifiers.predict import select
+
+    scores = np.asarray(scores, dtype=float)
+    order = np.argsort(-scores, kind="stable")
+    _, first = np.unique(groups[order], return_index=True)
+    leaders = np.sort(order[first])  # each group's best-scoring row, in row order
+    chosen_leaders, selection = select(scores[leaders], **rule)
+    chosen = np.zeros(len(scores), bool)
+    chosen[leaders[chosen_leaders]] = True
+    return chosen, {**selection, "dedupe_groups": int(len(leaders))}

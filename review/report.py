@@ -27,6 +27,7 @@ from stylesift.featurizer.images import to_rgb
 
 THUMB_PX = 180  # longest side of a thumbnail, in CSS pixels
 EVIDENCE_PX = 72
+MAX_DUPLICATE_THUMBS = 6  # near-duplicates shown small behind a group's card; the rest are counted
 MAX_SELECTED = 600  # beyond this the page gets too heavy to mail; the CSV has every row
 
 
@@ -146,8 +147,9 @@ def write_report(out: str | os.PathLike, rows: Iterable[Mapping], *, failures: I
         else:
             scored.append(row)
     scored.sort(key=lambda r: (-float(r["score"]), str(r["path"])))
-    selected = [r for r in scored if r.get("selected")]
-    band = [r for r in scored if not r.get("selected")][: max(0, borderline)]
+    leaders, dups = _collapse_groups(scored)
+    selected = [r for r in leaders if r.get("selected")]
+    band = [r for r in leaders if not r.get("selected")][: max(0, borderline)]
     shown = selected[:max_selected]
 
     evidence = {}
@@ -155,6 +157,9 @@ def write_report(out: str | os.PathLike, rows: Iterable[Mapping], *, failures: I
         evidence = nearest_positives(store, [r["sha256"] for r in shown if r.get("sha256")], positive_sha256)
 
     wanted = {str(r["path"]): THUMB_PX for r in shown + band}
+    for r in shown + band:
+        for d in dups.get(r.get("group"), [])[:MAX_DUPLICATE_THUMBS]:
+            wanted.setdefault(str(d["path"]), EVIDENCE_PX)
     for ev in evidence.values():
         if ev.path:
             wanted.setdefault(ev.path, EVIDENCE_PX)
@@ -164,7 +169,8 @@ def write_report(out: str | os.PathLike, rows: Iterable[Mapping], *, failures: I
                             borderline=len(band), shown_selected=len(shown), evidence=len(evidence))
     summary.missing_previews = [p for p in wanted if isinstance(thumbs.get(p), Exception)]
     page = _page(title=title, summary=summary, method=method, threshold=threshold, model=model,
-                 extra=extra or {}, shown=shown, band=band, failed=failed, thumbs=thumbs, evidence=evidence)
+                 extra=extra or {}, shown=shown, band=band, failed=failed, thumbs=thumbs, evidence=evidence,
+                 dups=dups)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(page, encoding="utf-8")
@@ -240,7 +246,34 @@ def _img(thumbs, path, alt: str, cls: str = "") -> str:
     return f'<div class="noimg {cls}" title="{_e(reason)}">no preview</div>'
 
 
-def _card(row, rank, thumbs, evidence, kind) -> str:
+def _collapse_groups(scored: list[dict]) -> tuple[list[dict], dict]:
+    """Rows (best first) reduced to one per near-duplicate group, and each group's other rows.
+
+    Rows without a ``group`` (scored without ``--dedupe``) are their own group.
+    """
+    leaders, dups, seen = [], {}, set()
+    for r in scored:
+        g = r.get("group")
+        if g is None or g not in seen:
+            seen.add(g)
+            leaders.append(r)
+        else:
+            dups.setdefault(g, []).append(r)
+    return leaders, dups
+
+
+def _dups_html(row, thumbs, dups) -> str:
+    others = dups.get(row.get("group"), []) if row.get("group") is not None else []
+    if not others:
+        return ""
+    pics = "".join(f'<span class="dup" title="{_e(d["path"])}">{_img(thumbs, d["path"], _name(d["path"]), "ev")}'
+                   f'<small>{float(d["score"]):.3f}</small></span>' for d in others[:MAX_DUPLICATE_THUMBS])
+    more = f'<span class="more">+{len(others) - MAX_DUPLICATE_THUMBS} more</span>' if len(others) > MAX_DUPLICATE_THUMBS else ""
+    return (f'<details class="dups"><summary>group of {len(others) + 1}: {len(others)} near-duplicate'
+            f'{"" if len(others) == 1 else "s"} behind this card</summary><div>{pics}{more}</div></details>')
+
+
+def _card(row, rank, thumbs, evidence, kind, dups=None) -> str:
     path = str(row["path"])
     ev = evidence.get(row.get("sha256") or "")
     ev_html = ""
@@ -251,10 +284,11 @@ def _card(row, rank, thumbs, evidence, kind) -> str:
                    f'similarity {ev.similarity:.2f}</span></div>')
     return (f'<figure class="card {kind}">{_img(thumbs, path, _name(path))}'
             f'<figcaption><span class="rank">#{rank}</span> <span class="score">{float(row["score"]):.3f}</span>'
-            f'<span class="name" title="{_e(path)}">{_e(_name(path))}</span></figcaption>{ev_html}</figure>')
+            f'<span class="name" title="{_e(path)}">{_e(_name(path))}</span></figcaption>{ev_html}'
+            f'{_dups_html(row, thumbs, dups or {})}</figure>')
 
 
-def _page(*, title, summary, method, threshold, model, extra, shown, band, failed, thumbs, evidence) -> str:
+def _page(*, title, summary, method, threshold, model, extra, shown, band, failed, thumbs, evidence, dups=None) -> str:
     facts = [("scored", summary.scored), ("selected", summary.selected), ("failed", summary.failed)]
     info = [("method", method or "?"),
             ("threshold", "—" if threshold is None else f"{float(threshold):.4g}"),
@@ -266,7 +300,7 @@ def _page(*, title, summary, method, threshold, model, extra, shown, band, faile
     parts = [f'<section id="selected"><h2>Selected <small>{summary.selected} image'
              f'{"" if summary.selected == 1 else "s"}, best first</small></h2>']
     if shown:
-        parts.append('<div class="grid">' + "".join(_card(r, i + 1, thumbs, evidence, "sel") for i, r in enumerate(shown)) + "</div>")
+        parts.append('<div class="grid">' + "".join(_card(r, i + 1, thumbs, evidence, "sel", dups) for i, r in enumerate(shown)) + "</div>")
     else:
         parts.append('<p class="empty">Nothing scored above the threshold.</p>')
     if summary.selected > len(shown):
@@ -277,7 +311,7 @@ def _page(*, title, summary, method, threshold, model, extra, shown, band, faile
         first_rank = summary.selected + 1
         parts.append('<section id="borderline"><h2>Borderline <small>the best-scoring images just below the cut'
                      '</small></h2><div class="grid">'
-                     + "".join(_card(r, first_rank + i, thumbs, {}, "near") for i, r in enumerate(band)) + "</div></section>")
+                     + "".join(_card(r, first_rank + i, thumbs, {}, "near", dups) for i, r in enumerate(band)) + "</div></section>")
     if failed:
         rows_html = "".join(f'<tr><td title="{_e(f.get("path", ""))}">{_e(_name(f.get("path", "")))}</td>'
                             f'<td>{_e(_reason(f))}</td></tr>' for f in failed)
@@ -326,6 +360,10 @@ table {{ border-collapse:collapse; background:#fff; border:1px solid var(--line)
 th, td {{ text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }}
 td:first-child {{ white-space:nowrap; }} td:last-child {{ color:var(--bad); }}
 .empty, .more {{ color:var(--muted); }}
+.dups {{ margin-top:6px; padding-top:6px; border-top:1px dashed var(--line); font-size:11px; color:var(--muted); }}
+.dups > div {{ display:flex; flex-wrap:wrap; gap:6px; margin-top:6px; }}
+.dup {{ display:flex; flex-direction:column; align-items:center; }}
+.dup img.ev, .dup .noimg.ev {{ width:{ev}px; height:{ev}px; object-fit:cover; border-radius:4px; }}
 </style></head>
 <body><header><h1>{title}</h1>{stats}<dl>{info}</dl></header>
 <main>{body}</main></body></html>

@@ -31,6 +31,7 @@ from stylesift.cli.options import (
     VerboseOpt,
     WeightsOpt,
 )
+from stylesift.review.dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
@@ -166,14 +167,19 @@ def score(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Select scores ≥ T (default: the model's threshold)."),
     top_k: Optional[int] = typer.Option(None, "--top-k", min=0, help="Select the K highest scores."),
     top_fraction: Optional[float] = typer.Option(None, "--top-fraction", min=0.0, max=1.0, help="Select the highest fraction F."),
-    out: Optional[Path] = typer.Option(None, "--out", help="CSV: path, sha256, score, selected, error."),
+    dedupe: float = typer.Option(DEDUPE_THRESHOLD, "--dedupe", min=0.01, max=1.0, metavar="THRESHOLD",
+                                 help="Group near-duplicates (crops, recompressions, resizes of one photo): feature cosine "
+                                      "similarity ≥ THRESHOLD, or perceptual hashes at most 8 bits apart; a group is one "
+                                      "pick and counts once toward --top-k."),
+    no_dedupe: bool = typer.Option(False, "--no-dedupe", help="Do not group near-duplicates: every image is its own pick."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV: path, sha256, score, selected, error, path_b64, group, group_size."),
     report: Optional[Path] = typer.Option(None, "--report", help="HTML contact sheet: picks with thumbnails, borderline band, failures."),
     runtime: Runtime = typer.Option(Runtime.auto, "--runtime", help=RUNTIME_HELP),
     backbone: Optional[Path] = typer.Option(None, "--backbone", help=BACKBONE_HELP + " Default: the file the model recorded."),
     weights_file: WeightsOpt = None,
     verbose: VerboseOpt = False,
     decode_memory: DecodeMemoryOpt = None,
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON list of {path, sha256, score, selected} on stdout."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON list of {path, sha256, score, selected, group, group_size} on stdout."),
 ):
     """Score images with a model: one row per image (higher score = more like the positives)."""
     from stylesift.classifiers.predict import Predictor
@@ -184,7 +190,8 @@ def score(
         raise fail("choose one of --threshold, --top-k and --top-fraction", EXIT_USAGE)
     predictor = Predictor.load(model, store, weights=weights_file, runtime=runtime.value, backbone_file=backbone)
     with progress_bar("scoring", enabled=not json_out) as bar:
-        result = predictor.score(paths, threshold=threshold, top_k=top_k, top_fraction=top_fraction, progress=bar)
+        result = predictor.score(paths, threshold=threshold, top_k=top_k, top_fraction=top_fraction, progress=bar,
+                                 dedupe=None if no_dedupe else dedupe)
     if out:
         write_scores_csv(out, result)
     if report:
@@ -199,7 +206,8 @@ def score(
             typer.echo(f"{r['score']:+.4f}  {'selected' if r['selected'] else '        '}  {r['path']}")
         rule = result.selection
         how = f"score ≥ {rule['threshold']:.6g}" if rule["rule"] == "threshold" else f"top {rule['k']}"
-        typer.echo(f"{sum(r['selected'] for r in result.rows)} of {len(result.rows)} selected ({how})"
+        groups = f" in {rule['dedupe_groups']} near-duplicate groups" if "dedupe_groups" in rule else ""
+        typer.echo(f"{sum(r['selected'] for r in result.rows)} of {len(result.rows)}{groups} selected ({how})"
                    + (f"; {len(result.failed)} failed" if result.failed else "") + (f"; written to {out}" if out else ""))
     for f in result.failed:
         say(f"  failed: {f['error']}")
@@ -217,7 +225,9 @@ def score(
 
 
 def write_scores_csv(path: Path, result) -> None:
-    """The scores CSV (path, sha256, score, selected, error, path_b64), written atomically; the one writer of it.
+    """The scores CSV (path, sha256, score, selected, error, path_b64, group, group_size), written atomically.
+
+    The one writer of it. ``group``/``group_size`` are the near-duplicate group (empty with ``--no-dedupe``).
 
     ``path`` is the printable form (bytes that are not UTF-8 shown as U+FFFD); ``path_b64`` holds the
     exact name's bytes in base64, only for such names.
@@ -229,10 +239,11 @@ def write_scores_csv(path: Path, result) -> None:
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["path", "sha256", "score", "selected", "error", "path_b64"])
+            w.writerow(["path", "sha256", "score", "selected", "error", "path_b64", "group", "group_size"])
             for r in result.rows:
                 shown = path_fields(r["path"])
-                w.writerow([shown["path"], r["sha256"], repr(r["score"]), int(r["selected"]), "", shown.get("path_b64", "")])
+                w.writerow([shown["path"], r["sha256"], repr(r["score"]), int(r["selected"]), "", shown.get("path_b64", ""),
+                            r.get("group", ""), r.get("group_size", "")])
             for f in result.failed:
                 shown = path_fields(f["path"])
                 w.writerow([shown["path"], "", "", "", display_path(f["error"]), shown.get("path_b64", "")])
