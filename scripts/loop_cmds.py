@@ -75,3 +75,70 @@ def suggest(
     typer.echo(f"{len(result['suggestions'])} of {result['unlabelled']} unlabelled images (threshold {result['threshold']:.6g}):")
     for s in result["suggestions"]:
         typer.echo(f"{s['score']:+.4f}  {s['sha256'][:12]}  {s['path']}")
+
+
+def review(
+    model: Annotated[Path, typer.Argument(help="Model bundle written by `stylesift train`.")],
+    paths: Annotated[List[Path], typer.Argument(help="Image files and folders to review (searched recursively).")],
+    store: StoreOpt = DEFAULT_STORE,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Pick scores ≥ T (default: the model's threshold).")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=0, help="Pick the K best groups.")] = None,
+    top_fraction: Annotated[Optional[float], typer.Option("--top-fraction", min=0.0, max=1.0, help="Pick the best fraction F.")] = None,
+    dedupe: Annotated[Optional[float], typer.Option("--dedupe", min=0.01, max=1.0, metavar="THRESHOLD",
+                                                    help="Near-duplicate threshold (feature cosine; default "
+                                                         "the measured one): one card per group.")] = None,
+    no_dedupe: Annotated[bool, typer.Option("--no-dedupe", help="Every image its own card.")] = False,
+    reviewer: ReviewerOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (default loopback: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")] = 8765,
+    retrain_every: Annotated[int, typer.Option("--retrain-every", min=0,
+                                               help="Retrain in the background after this many new verdicts (0: only on request).")] = 20,
+    negative_label: Annotated[Optional[str], typer.Option(
+        "--negative-label", help="Label of a rejection when the model has no negative label (default: not-POSITIVE).")] = None,
+    weights_file: WeightsOpt = None,
+):
+    """Serve a review page for the model's picks among PATHs: verdicts saved at once into the store, retraining in the background."""
+    from stylesift.classifiers.predict import Predictor
+    from stylesift.review.dedupe import DEFAULT_THRESHOLD
+    from stylesift.review.labels import default_reviewer
+    from stylesift.review.server import ReviewRound, bind, is_loopback, serve, url_of
+
+    if sum(x is not None for x in (threshold, top_k, top_fraction)) > 1:
+        raise fail("choose one of --threshold, --top-k and --top-fraction", EXIT_USAGE)
+    from stylesift.extras import require
+
+    require("fastapi", "review", "the review page")
+    require("uvicorn", "review", "the review page")
+    sock = bind(host, port)  # a port in use fails here, before any scoring
+    try:
+        predictor = Predictor.load(model, store, weights=weights_file)
+        result = predictor.score(paths)
+        for f in result.failed:
+            say(f"  not reviewable: {f['error']}")
+        if not result.rows:
+            raise fail("no image could be scored; nothing to review")
+        rnd = ReviewRound(model, predictor.bundle, store, result.rows, reviewer=reviewer or default_reviewer(),
+                          selection={"threshold": threshold, "top_k": top_k, "top_fraction": top_fraction},
+                          dedupe=None if no_dedupe else (dedupe or DEFAULT_THRESHOLD), negative_label=negative_label,
+                          retrain_every=retrain_every)
+    except BaseException:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    if not is_loopback(host):
+        say(f"note: listening on {host}: anyone who can reach this machine and has the URL (with its token) can give verdicts")
+    say(f"{len(rnd.sections['picks'])} picks, {len(rnd.sections['borderline'])} borderline, "
+        f"{len(rnd.sections['suggestions'])} suggestions among {len(rnd.items)} images; Ctrl-C stops the server")
+    typer.echo(f"review page: {url_of(host if host not in ('0.0.0.0', '::') else socket_name(), bound, rnd.token)}")
+    try:
+        serve(rnd, sock)
+    except KeyboardInterrupt:
+        pass
+    say("review server stopped; every verdict the page showed as saved is in the store")
+
+
+def socket_name() -> str:
+    import socket
+
+    return socket.gethostname()
+

@@ -28,6 +28,7 @@ app.add_typer(model_cmds.model_app, name="model")
 app.command()(review_cmds.demo)
 app.command()(loop_cmds.label)
 app.command()(loop_cmds.suggest)
+app.command()(loop_cmds.review)
 # measurements
 app.add_typer(bench_cmd.bench_app, name="bench")
 bench_cmd.bench_app.command("store")(store_cmds.bench_store)

@@ -1,0 +1,124 @@
+"""The review page in a real browser: the system Chromium driven by Playwright (its own browsers are never
+downloaded), verdicts given with the keyboard, seen again after a reload, and found in the store.
+
+``STYLESIFT_SCREENSHOTS=DIR`` keeps the screenshots (before and after the reload)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from review_world import build_round, running  # noqa: E402
+
+from stylesift.featurizer.store import FeatureStore  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs the system chromium (apt-get install chromium)")
+
+
+@pytest.fixture
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+SHOWN = "i => !i.closest('details:not([open])')"  # a closed group's thumbnails load when it is opened
+
+
+def _all_images_loaded(page) -> None:
+    # Thumbnails load lazily: scroll through the page so that every one is asked for.
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    _until(page, f"[...document.images].filter({SHOWN}).every(i => i.complete)")
+    page.evaluate("window.scrollTo(0, 0)")
+
+
+def _until(page, expression: str, seconds: float = 20) -> None:
+    # page.wait_for_function evaluates a string, which the page's Content-Security-Policy forbids.
+    deadline = time.time() + seconds
+    while not page.evaluate(expression):
+        assert time.time() < deadline, f"still false after {seconds} s: {expression}"
+        time.sleep(0.1)
+
+
+def _shots(tmp_path) -> Path:
+    out = Path(os.environ.get("STYLESIFT_SCREENSHOTS") or tmp_path / "shots")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def test_keyboard_verdicts_survive_a_reload_and_reach_the_store(tmp_path, browser):
+    rnd, store, _, _ = build_round(tmp_path)
+    shots = _shots(tmp_path)
+    problems = []
+    with running(rnd) as base:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+        page.goto(f"{base}/?token={rnd.token}")
+        page.wait_for_selector("#picks .card")
+        picks = rnd.state()["sections"]["picks"]
+        assert len(picks) >= 2
+        first, second = (page.locator(f'.card[data-id="{i}"]') for i in picks[:2])
+        assert "current" in first.get_attribute("class")  # the first pick has the keyboard focus
+        page.keyboard.press("a")  # positive, then focus moves on
+        page.keyboard.press("n")  # note on the second card
+        page.keyboard.type("too dark")
+        page.keyboard.press("Enter")
+        page.keyboard.press("r")  # negative
+        sync_api.expect(first.locator(".saved")).to_have_text("saved: good (tester)")
+        sync_api.expect(second.locator(".saved")).to_contain_text("saved: plain")
+        sync_api.expect(page.locator("#t-accepted")).to_have_text("1")
+        sync_api.expect(page.locator("#t-rejected")).to_have_text("1")
+        sync_api.expect(page.locator("#t-precision")).to_have_text("0.50")
+        _all_images_loaded(page)
+        assert page.evaluate(f"[...document.querySelectorAll('#main img')].filter({SHOWN}).every(i => i.naturalWidth > 0)")
+        page.screenshot(path=str(shots / "review-before-reload.png"), full_page=True)
+
+        page.reload()
+        page.wait_for_selector("#picks .card")
+        sync_api.expect(first).to_have_class(re.compile(r"\bv-pos\b"))
+        sync_api.expect(second).to_have_class(re.compile(r"\bv-neg\b"))
+        sync_api.expect(second.locator(".saved")).to_contain_text("too dark")
+        sync_api.expect(page.locator("#t-verdicts")).to_have_text("2")
+        group = page.locator("details.members")
+        assert group.count() == 1 and "1 near-duplicate" in group.inner_text()
+        _all_images_loaded(page)
+        page.screenshot(path=str(shots / "review-after-reload.png"), full_page=True)
+        overflow = page.evaluate("document.documentElement.scrollWidth > document.documentElement.clientWidth")
+        page.close()
+    assert not overflow, "the page scrolls sideways"
+    assert problems == []
+    log = FeatureStore(store).verdicts()
+    assert [(v.sha256, v.label, v.note) for v in log] == [
+        (rnd.items[picks[0]]["sha256"], "good", ""), (rnd.items[picks[1]]["sha256"], "plain", "too dark")]
+
+
+def test_the_page_says_when_a_verdict_was_not_saved(tmp_path, browser):
+    rnd, store, _, _ = build_round(tmp_path)
+    with running(rnd) as base:
+        page = browser.new_page()
+        page.goto(f"{base}/?token={rnd.token}")
+        page.wait_for_selector("#picks .card")
+        rnd.store = tmp_path / "gone" / "store.h5"  # the store vanished under the server
+        page.keyboard.press("a")
+        pick = rnd.sections["picks"][0]
+        sync_api.expect(page.locator(f'.card[data-id="{pick}"] .saved')).to_contain_text("NOT saved")
+        page.close()
+    assert FeatureStore(store).verdicts() == []
