@@ -142,3 +142,32 @@ def socket_name() -> str:
 
     return socket.gethostname()
 
+
+def bench_loop(
+    stores: Annotated[List[Path], typer.Option("--store", help="A store of one task, labelled with --positive and "
+                                                               "--negative (repeatable; the task is the file's name).")],
+    positive: Annotated[str, typer.Option("--positive", help="Ground-truth label of the positives.")] = "positive",
+    negative: Annotated[str, typer.Option("--negative", help="Ground-truth label of the negatives.")] = "negative",
+    method: Annotated[str, typer.Option("--method", help="Method trained each round.")] = "two-class",
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Repetitions with other starting labels.")] = 3,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds of labelling.")] = 5,
+    n: Annotated[int, typer.Option("--n", min=1, help="Labels added per round.")] = 20,
+    start: Annotated[int, typer.Option("--start", min=2, help="Starting labels per class.")] = 10,
+    json_out: JsonOpt = False,
+):
+    """Simulate the review loop on labelled stores: suggestions against random picks, accuracy and ROC AUC per round."""
+    from stylesift.review.loop_bench import bench_loop as run
+
+    result = run({p.stem: p for p in stores}, positive=positive, negative=negative, method=method, seeds=seeds,
+                 rounds=rounds, per_round=n, start=start,
+                 progress=None if json_out else (lambda task, strategy, seed: say(f"  {task}: {strategy}, seed {seed} done")))
+    if json_out:
+        print_json(result)
+        return
+    for task, t in result["tasks"].items():
+        typer.echo(f"{task} ({t['rows']} images, {t['positives']} positive); mean of {seeds} seeds; "
+                   "accuracy / ROC AUC on the unlabelled rest | on a fixed held-out 30 %")
+        typer.echo(f"  {'labels':>6}  {'suggest: rest':>15}  {'held-out':>15}  {'random: rest':>15}  {'held-out':>15}")
+        for s, r in zip(t["suggest"], t["random"]):
+            cells = [f"{x[part]['accuracy']:.3f} / {x[part]['roc_auc']:.3f}" for x in (s, r) for part in ("rest", "held_out")]
+            typer.echo(f"  {s['labels']:>6}  " + "  ".join(f"{c:>15}" for c in cells))

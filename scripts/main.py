@@ -32,6 +32,7 @@ app.command()(loop_cmds.review)
 # measurements
 app.add_typer(bench_cmd.bench_app, name="bench")
 bench_cmd.bench_app.command("store")(store_cmds.bench_store)
+bench_cmd.bench_app.command("loop")(loop_cmds.bench_loop)
 
 
 def main() -> None:
