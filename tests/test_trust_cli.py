@@ -95,3 +95,19 @@ def test_the_console_never_reads_file_names_or_advice_as_markup(capsys):
     fail("install the extra with `pip install 'stylesift[fast]'`")
     out = capsys.readouterr().err
     assert "/x/[bold red]out" in out and "`pip install 'stylesift[fast]'`" in out
+
+
+def test_model_info_names_what_a_hostile_or_damaged_file_holds_and_runs_nothing(tmp_path, bundle_file):
+    from test_trust_model import Marker, payload_of, write
+
+    marker = tmp_path / "ran"
+    header, payload = payload_of(Bundle.load(bundle_file).pipeline, {"extra": Marker(marker)})
+    hostile = write(tmp_path / "hostile.ssmodel", header, payload)
+    result = run("model", "info", hostile)
+    assert result.exit_code == 1 and "outside the allow-list: test_trust_model.Marker" in result.output
+    assert not marker.exists()
+    raw = bundle_file.read_bytes().split(b"\n", 2)
+    damaged = tmp_path / "damaged.ssmodel"
+    damaged.write_bytes(raw[0] + b"\n" + raw[1].replace(b'"threshold":', b'"threshold":"high","x":') + b"\n" + raw[2])
+    result = run("model", "info", damaged)
+    assert result.exit_code == 1 and f"{damaged}: bundle header field 'threshold'" in result.output
