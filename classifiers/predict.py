@@ -54,6 +54,8 @@ def select(scores: np.ndarray, *, threshold: float | None = None, top_k: int | N
         raise ValueError("choose one of threshold, top_k and top_fraction")
     if top_fraction is not None and not 0 <= top_fraction <= 1:
         raise ValueError(f"top_fraction must be between 0 and 1, not {top_fraction}")
+    if threshold is not None and not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, not {threshold}")  # nan would select nothing
     if top_k is not None and top_k < 0:
         raise ValueError(f"top_k must not be negative, not {top_k}")
     if top_k is None and top_fraction is None:
