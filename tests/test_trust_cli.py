@@ -111,3 +111,13 @@ def test_model_info_names_what_a_hostile_or_damaged_file_holds_and_runs_nothing(
     damaged.write_bytes(raw[0] + b"\n" + raw[1].replace(b'"threshold":', b'"threshold":"high","x":') + b"\n" + raw[2])
     result = run("model", "info", damaged)
     assert result.exit_code == 1 and f"{damaged}: bundle header field 'threshold'" in result.output
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_the_python_api_refuses_non_finite_thresholds_too(value):
+    from stylesift.classifiers.predict import select
+
+    with pytest.raises(ValueError, match="finite"):
+        select(np.zeros(3), threshold=value)
+    with pytest.raises(ValueError):
+        select(np.zeros(3), top_fraction=value)
