@@ -69,6 +69,7 @@ def _allowed_types() -> frozenset[str]:
     from sklearn.svm import SVC, OneClassSVM
 
     from stylesift.classifiers.distance import KNearestScore
+    from stylesift.classifiers.kernel_svm import KernelOneClassSVM
     from stylesift.classifiers.one_class import ScaledOneClassSVM
     from stylesift.classifiers.preprocess import CappedPCA, PowerNormalizer
 
@@ -76,7 +77,7 @@ def _allowed_types() -> frozenset[str]:
              np.ndarray, np.float64, np.float32, np.int64, np.int32, np.bool_,
              Pipeline, PCA, SVC, OneClassSVM, LogisticRegression, StandardScaler,
              NearestNeighbors,
-             CappedPCA, PowerNormalizer, ScaledOneClassSVM, KNearestScore]
+             CappedPCA, PowerNormalizer, ScaledOneClassSVM, KernelOneClassSVM, KNearestScore]
     return frozenset(f"{t.__module__}.{t.__name__}" for t in types)
 
 

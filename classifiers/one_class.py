@@ -14,16 +14,19 @@ default keeps its PCA.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.svm import OneClassSVM
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_is_fitted
 
-from stylesift.classifiers.preprocess import CappedPCA, normalize_name, normalize_step
+from stylesift.classifiers.base import StyleScorer, pipeline_scores
+from stylesift.classifiers.kernel_svm import MAX_KERNEL_ROWS, KernelOneClassSVM, kernel_grid_search
+from stylesift.classifiers.preprocess import CappedPCA, normalize_step
 from stylesift.classifiers.search import best_candidate, candidate_table, positives_mask
 
 ARTICLE_DEFAULT = {"normalize": "none", "pca": "512 whitened", "svm__gamma": 0.011, "svm__nu": 0.08}
@@ -47,22 +50,33 @@ class ScaledOneClassSVM(OneClassSVM):
     ``nu * n_samples``: it grows with the training size, and its offset ``rho`` is set by the
     training points themselves. A threshold read off held-out positives of fold models would not
     transfer to the final model fit on all positives. ``sum(alpha_i K(x_i, x)) / sum(alpha_i)`` is
-    a similarity in [0, 1] that does transfer; it ranks exactly as the raw score (same ROC), and the
-    SVM's own boundary becomes :attr:`boundary_`.
+    a similarity in [0, 1] that does transfer; it ranks exactly as the raw score (same ROC). As in
+    ``OneClassSVM``, :meth:`score_samples` is that score and ``decision_function = score_samples −
+    offset_``; ``offset_`` is libsvm's own boundary on the same scale (``rho / sum(alpha)``).
     """
 
-    def decision_function(self, X):
+    def fit(self, X, y=None, sample_weight=None):
+        super().fit(X, y, sample_weight=sample_weight)
+        self.scale_ = float(np.sum(self.dual_coef_))
+        self.rho_ = float(self.offset_[0])  # libsvm's boundary on its raw scale
+        self.offset_ = self.offset_ / self.scale_
+        return self
+
+    def score_samples(self, X):
         """Weighted mean kernel similarity to the support vectors, shape ``(n_samples,)``."""
-        raw = super().decision_function(X) + self.offset_  # = libsvm's score_samples
-        return raw / float(np.sum(self.dual_coef_))
+        return (OneClassSVM.decision_function(self, X) + self.rho_) / self.scale_
+
+    def decision_function(self, X):
+        """``score_samples(X) − offset_``: ≥ 0 inside libsvm's boundary, shape ``(n_samples,)``."""
+        return self.score_samples(X) - self.offset_[0]
 
     @property
     def boundary_(self) -> float:
-        """libsvm's decision boundary on the :meth:`decision_function` scale."""
-        return float(self.offset_[0]) / float(np.sum(self.dual_coef_))
+        """libsvm's decision boundary on the :meth:`score_samples` scale (``offset_``)."""
+        return float(self.offset_[0])
 
     def predict(self, X):
-        return np.where(self.decision_function(X) >= self.boundary_, 1, -1)
+        return np.where(self.decision_function(X) >= 0, 1, -1)
 
 
 def _pca_step(name: str, random_state):
@@ -96,27 +110,17 @@ def make_pipeline(normalize: str = "none", pca: str = "512 whitened", gamma: flo
                      ("svm", ScaledOneClassSVM(kernel="rbf", gamma=gamma, nu=nu))])
 
 
-def _to_pipeline_grid(grid: list[dict], random_state) -> list[dict]:
-    out = []
-    for g in grid:
-        g = dict(g)
-        g["normalize"] = [normalize_step(n) for n in g["normalize"]]
-        g["pca"] = [_pca_step(p, random_state) for p in g["pca"]]
-        out.append(g)
-    return out
+def make_tuned_pipeline(params: dict, n_rows: int, random_state: int | None = 0) -> Pipeline:
+    """The pipeline of chosen ``params`` (keys as in :data:`ARTICLE_DEFAULT`) for ``n_rows`` training rows.
 
-
-def _readable(params: dict) -> dict:
-    out = dict(params)
-    if "normalize" in out:
-        out["normalize"] = normalize_name(out["normalize"])
-    if "pca" in out:
-        out["pca"] = _pca_name(out["pca"])
-    return out
-
-
-def _roc_auc(estimator, X, y) -> float:
-    return roc_auc_score(y, estimator.decision_function(X))
+    Same model as :func:`make_pipeline`, fit on a kernel computed with BLAS
+    (:class:`~stylesift.classifiers.kernel_svm.KernelOneClassSVM`) up to
+    :data:`~stylesift.classifiers.kernel_svm.MAX_KERNEL_ROWS` rows, by libsvm above.
+    """
+    if n_rows > MAX_KERNEL_ROWS:
+        return make_pipeline(params["normalize"], params["pca"], params["svm__gamma"], params["svm__nu"], random_state)
+    return Pipeline([("normalize", normalize_step(params["normalize"])), ("pca", _pca_step(params["pca"], random_state)),
+                     ("svm", KernelOneClassSVM(gamma=params["svm__gamma"], nu=params["svm__nu"]))])
 
 
 def validation_splits(positive: np.ndarray, folds: int, random_state: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -142,7 +146,7 @@ def validation_splits(positive: np.ndarray, folds: int, random_state: int) -> li
 
 
 def _fit_score(pipeline, X, train, test) -> np.ndarray:
-    return clone(pipeline).fit(X[train]).decision_function(X[test])
+    return pipeline_scores(clone(pipeline).fit(X[train]), X[test])
 
 
 def _held_out_scores(pipeline, X: np.ndarray, splits, n_jobs) -> np.ndarray:
@@ -157,7 +161,7 @@ def _held_out_scores(pipeline, X: np.ndarray, splits, n_jobs) -> np.ndarray:
     return scores
 
 
-class OneClassSVMModel(BaseEstimator):
+class OneClassSVMModel(StyleScorer):
     """OneClassSVM fit on positives, tuned by ROC AUC against negatives used only for validation.
 
     Parameters
@@ -181,8 +185,8 @@ class OneClassSVMModel(BaseEstimator):
     ----------
     pipeline_ : Pipeline
         ``normalize → pca → svm`` fit on all positives.
-    threshold_ : float
-        Cut on :meth:`decision_function`.
+    offset_ : float
+        Threshold on :meth:`score_samples`; also ``threshold_``.
     best_params_ : dict
         Chosen parameters, keys as in :data:`ARTICLE_DEFAULT`.
     search_ : dict or None
@@ -212,7 +216,7 @@ class OneClassSVMModel(BaseEstimator):
         """
         if not 0 < self.target_recall < 1:
             raise ValueError(f"target_recall must be between 0 and 1, not {self.target_recall}")
-        X = np.asarray(X, dtype=np.float32)
+        X, y = self._validate_fit(X, y)
         positive = np.ones(len(X), bool) if y is None else positives_mask(y)
         if positive.sum() < 2:
             raise ValueError(f"a one-class model needs at least 2 positive rows, got {int(positive.sum())}")
@@ -222,24 +226,29 @@ class OneClassSVMModel(BaseEstimator):
             keep = np.sort(np.random.default_rng(self.random_state).permutation(len(X))[: self.max_search_samples])
             Xs, ps = X[keep], positive[keep]
         splits = validation_splits(ps, self.cv, self.random_state)
+        scores = None
         if not self.search:
             params = dict(ARTICLE_DEFAULT)
         elif (~ps).any():
-            params, self.search_ = self._search(Xs, ps, splits)
+            params, self.search_, scores = self._search(Xs, ps, splits)
         else:
             params = dict(NO_NEGATIVES_DEFAULT)
             self.notes_.append("no negatives to tune on: default parameters "
                                f"(gamma {params['svm__gamma']}, nu {params['svm__nu']}, {params['normalize']} features)")
         self.best_params_ = params
-        pipeline = make_pipeline(params["normalize"], params["pca"], params["svm__gamma"], params["svm__nu"],
-                                 random_state=self.random_state)
-        scores = _held_out_scores(pipeline, Xs, splits, self.n_jobs)
+        if self.search:
+            pipeline = make_tuned_pipeline(params, int(positive.sum()), random_state=self.random_state)
+        else:  # the article's method stays exactly as it was
+            pipeline = make_pipeline(params["normalize"], params["pca"], params["svm__gamma"], params["svm__nu"],
+                                     random_state=self.random_state)
+        if scores is None:
+            scores = _held_out_scores(pipeline, Xs, splits, self.n_jobs)
         held_out_pos = scores[ps]
         self.pipeline_ = pipeline.fit(X[positive])
         if self.search:
-            self.threshold_ = float(np.quantile(held_out_pos, 1 - self.target_recall, method="lower"))
+            self.offset_ = float(np.quantile(held_out_pos, 1 - self.target_recall, method="lower"))
         else:
-            self.threshold_ = self.pipeline_.named_steps["svm"].boundary_  # the article's: the SVM's own boundary
+            self.offset_ = self.pipeline_.named_steps["svm"].boundary_  # the article's: the SVM's own boundary
         self.validation_ = {
             "scores": scores, "positive": ps, "folds": [test for _, test in splits],
             "roc_auc": float(np.mean([roc_auc_score(ps[t], scores[t]) for _, t in splits])) if (~ps).any() else None,
@@ -251,23 +260,33 @@ class OneClassSVMModel(BaseEstimator):
                                f"by {int(positive.sum())} training positives")
         return self
 
-    def _search(self, X: np.ndarray, positive: np.ndarray, splits) -> tuple[dict, dict]:
-        search = GridSearchCV(make_pipeline(random_state=self.random_state),
-                              _to_pipeline_grid(SEARCH_GRID, self.random_state),
-                              scoring={"roc_auc": _roc_auc}, refit=False, cv=splits, n_jobs=self.n_jobs,
-                              error_score="raise")
-        search.fit(X, positive)
-        best = best_candidate(search.cv_results_, ("roc_auc",))
-        params = _readable(search.cv_results_["params"][best])
-        return params, {"candidates": candidate_table(search.cv_results_, ("roc_auc",), _readable), "best": best,
-                        "folds": len(splits), "rows": len(X), "article_default": 0,
-                        "selected_by": "mean validation ROC AUC (fit on positives, negatives only score)"}
+    def _search(self, X: np.ndarray, positive: np.ndarray, splits) -> tuple[dict, dict, np.ndarray]:
+        """Rank the grid; return the winner's parameters, the search table and its out-of-fold scores.
 
-    def decision_function(self, X):
-        """Score of each row, shape ``(n_samples,)``; higher = more like the training positives."""
-        check_is_fitted(self, "pipeline_")
-        return self.pipeline_.decision_function(np.asarray(X, dtype=np.float32))
+        Row 0 (the article default, with its PCA) is fit per fold as a pipeline; the rest of the grid
+        shares one kernel per normalisation and gamma (:func:`~stylesift.classifiers.kernel_svm.kernel_grid_search`).
+        Candidates come in :class:`~sklearn.model_selection.ParameterGrid` order, so ties resolve as before.
+        """
+        started = time.perf_counter()
+        article_scores = _held_out_scores(make_pipeline(random_state=self.random_state), X, splits, self.n_jobs)
+        candidates = [{"params": dict(ARTICLE_DEFAULT), "scores": article_scores,
+                       "fold_roc_auc": [float(roc_auc_score(positive[t], article_scores[t])) for _, t in splits],
+                       "seconds": (time.perf_counter() - started) / len(splits)}]
+        for grid in SEARCH_GRID[1:]:
+            if grid["pca"] != ["none"]:
+                raise ValueError("the kernel search has no PCA step; only the article default row may use PCA")
+            found = kernel_grid_search(X, positive, splits, {n: normalize_step(n) for n in grid["normalize"]},
+                                       grid["svm__gamma"], grid["svm__nu"], n_jobs=self.n_jobs)
+            candidates += [{**c, "params": {"normalize": c["normalize"], "pca": "none", "svm__gamma": c["gamma"],
+                                            "svm__nu": c["nu"]}} for c in found]
+        results = {"params": [c["params"] for c in candidates],
+                   "mean_test_roc_auc": np.array([np.mean(c["fold_roc_auc"]) for c in candidates]),
+                   "std_test_roc_auc": np.array([np.std(c["fold_roc_auc"]) for c in candidates]),
+                   "mean_fit_time": np.array([c["seconds"] for c in candidates])}
+        best = best_candidate(results, ("roc_auc",))
+        table = {"candidates": candidate_table(results, ("roc_auc",)), "best": best, "folds": len(splits),
+                 "rows": len(X), "article_default": 0,
+                 "selected_by": "mean validation ROC AUC (fit on positives, negatives only score)"}
+        return dict(candidates[best]["params"]), table, candidates[best]["scores"]
 
-    def predict(self, X):
-        """True where the score reaches :attr:`threshold_`, shape ``(n_samples,)``."""
-        return self.decision_function(X) >= self.threshold_
+    # score_samples (similarity to the training positives), decision_function and predict: StyleScorer.
