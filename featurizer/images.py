@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 import time
 import warnings
@@ -120,9 +121,10 @@ def load_image(source, size: int = 224, *, draft: bool = True, name=None,
                 if width * height > max_pixels:
                     raise ImageError(path, f"{width}×{height} pixels is more than the limit of {max_pixels:,} "
                                      "(refused unread, as a possible decompression bomb); scale it down first")
+                coefficients = _jpeg_coefficient_bytes(img, source)  # at full size, so before draft()
                 if draft and img.format == "JPEG":
                     img.draft("RGB", (size, size))
-                with budget.reserve(0 if canvas else decode_bytes(img, size), path):
+                with budget.reserve(0 if canvas else decode_bytes(img, size) + coefficients, path):
                     guarded.restart(max_seconds)  # time spent waiting for memory is not decoding time
                     img.load()
                     img = _apply_orientation(img)
@@ -305,6 +307,30 @@ def _webp_canvas(source) -> tuple[int, int, bool] | None:
     return None
 
 
+_SCAN = re.compile(rb"\xff\xda")  # start-of-scan marker (0xFF is byte-stuffed inside scan data)
+
+
+def _jpeg_coefficient_bytes(img: Image.Image, source) -> int:
+    """Bytes of DCT coefficients libjpeg buffers for the whole image: a progressive or multi-scan
+    JPEG keeps every block's 64 coefficients (2 bytes each) at full size, even when draft mode
+    decodes it at 1/8 scale; a single-scan baseline JPEG streams them (0)."""
+    if img.format not in ("JPEG", "MPO") or not getattr(img, "layer", None):
+        return 0
+    if not (img.info.get("progressive") or img.info.get("progression")):
+        try:
+            with source.getbuffer() as view:  # no copy of the file's bytes
+                scans = sum(1 for _, __ in zip(_SCAN.finditer(view), range(2)))
+        except (AttributeError, BufferError, TypeError):
+            scans = 2  # not an in-memory file: assume the worst
+        if scans < 2:
+            return 0
+    width, height = img.size
+    h_max = max(h for _, h, _, _ in img.layer) or 1
+    v_max = max(v for _, _, v, _ in img.layer) or 1
+    mcus = -(-width // (8 * h_max)) * -(-height // (8 * v_max))
+    return mcus * sum(h * v for _, h, v, _ in img.layer) * 64 * 2
+
+
 def _rotated(img: Image.Image) -> bool:
     """Whether the EXIF orientation asks for a rotated copy, read without decoding any pixels.
 
@@ -381,8 +407,6 @@ def decode_memory() -> DecodeBudget:
 
 def parse_bytes(text: str) -> int:
     """``"1.5G"``, ``"800M"``, ``"2GiB"``, ``"1073741824"`` → bytes (binary units); raises ValueError."""
-    import re
-
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
     if not match:
         raise ValueError(f"{text!r} is not a size; write e.g. 1536M or 2G")

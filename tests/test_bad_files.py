@@ -473,3 +473,22 @@ def test_decode_estimates_cover_mode_and_conversion_copies():
     assert need["RGB"] >= 4 * pixels and need["RGBA"] >= need["RGB"] + 4 * pixels  # image + its RGB copy
     assert need["LA"] >= need["RGBA"]  # LA is converted to RGBA first
     assert need["F"] > need["I;16"] > need["L"]
+
+
+def test_progressive_and_multi_scan_jpegs_reserve_their_coefficient_buffers(tmp_path):
+    picture = Image.new("RGB", (1000, 800), GREEN)
+    for name, kw in {"baseline": {}, "progressive": {"progressive": True}}.items():
+        picture.save(tmp_path / f"{name}.jpg", quality=90, subsampling=0, **kw)
+    with Image.open(io.BytesIO((tmp_path / "baseline.jpg").read_bytes())) as img:
+        assert I._jpeg_coefficient_bytes(img, io.BytesIO((tmp_path / "baseline.jpg").read_bytes())) == 0
+    data = (tmp_path / "progressive.jpg").read_bytes()
+    with Image.open(io.BytesIO(data)) as img:
+        # 4:4:4: three components of 125 × 100 blocks of 64 two-byte coefficients
+        assert I._jpeg_coefficient_bytes(img, io.BytesIO(data)) == 125 * 100 * 3 * 64 * 2
+    # a baseline file with a second scan (as a non-interleaved encoder writes) is buffered too
+    base = (tmp_path / "baseline.jpg").read_bytes()
+    two_scans = base[:-2] + base[base.index(b"\xff\xda"):]
+    with Image.open(io.BytesIO(two_scans)) as img:
+        assert I._jpeg_coefficient_bytes(img, io.BytesIO(two_scans)) == 125 * 100 * 3 * 64 * 2
+    budget = I.DecodeBudget(64 * 2**20)
+    assert load_image(tmp_path / "progressive.jpg", budget=budget).mean() > 0 and budget.peak >= 125 * 100 * 3 * 128

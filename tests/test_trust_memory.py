@@ -47,6 +47,8 @@ def bombs(tmp_path_factory):
     Image.fromarray(ramp).save(root / "sixteen_bit_10000x10000.png", compress_level=9)
     unit = np.linspace(0, 1, 8000, dtype=np.float32)[:, None] * np.ones((1, 8000), np.float32)
     Image.fromarray(unit).save(root / "float_8000x8000.tif", compression="tiff_deflate")
+    Image.new("RGB", (10000, 10000), (120, 30, 200)).save(root / "progressive_10000x10000.jpg", progressive=True,
+                                                          quality=90, subsampling=0)
     Image.new("RGB", (64, 48), (100, 100, 100)).save(root / "small.jpg")
     return root
 
