@@ -41,8 +41,18 @@ class DemoResult:
     hits: dict[str, int] = field(default_factory=dict)  # selected quality / selected ordinary
     steps: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def review_command(self) -> str:
+        """The command that opens the review page on the demo's picks (near-duplicate crops grouped)."""
+        import shlex
+
+        folders = sorted({str(Path(p).parent) for p in self.images.new}) or [str(self.root / "images")]
+        return " ".join(["stylesift", "review", shlex.quote(str(self.model)), *map(shlex.quote, folders),
+                         "--store", shlex.quote(str(self.store))])
+
     def to_dict(self) -> dict:
         return {"root": str(self.root), "store": str(self.store), "model": str(self.model),
+                "review_command": self.review_command,
                 "scores": str(self.scores), "report": str(self.report.path), "plots": [str(p) for p in self.plots],
                 "method": self.method, "threshold": self.threshold, "compare": self.compare,
                 "scored": self.report.scored, "selected": self.report.selected, "failed": self.report.failed,

@@ -54,6 +54,7 @@ def demo(
     typer.echo(f"model:   {result.model}")
     typer.echo(f"store:   {result.store}")
     typer.echo(f"total:   {sum(result.steps.values()):.1f} s")
+    typer.echo(f"review the picks and record verdicts:  {result.review_command}")
 
 
 def _compare_table(compare: dict) -> str:

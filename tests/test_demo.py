@@ -33,6 +33,8 @@ def test_demo_writes_every_output(demo_run):
         with Image.open(plot) as img:
             assert img.format == "PNG" and img.size[0] > 400
     assert summary["images"] == {**summary["images"], "train_quality": 12, "train_ordinary": 12, "new": 9}
+    assert summary["review_command"] == (f"stylesift review {summary['model']} {out / 'images' / 'new'} "
+                                         f"--store {summary['store']}")
 
 
 def test_demo_compare_and_picks_are_meaningful(demo_run):
