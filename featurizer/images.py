@@ -115,7 +115,7 @@ def load_image(source, size: int = 224, *, draft: bool = True, name=None,
                 raise ImageError(path, f"{canvas[0]}×{canvas[1]} pixels is more than the limit of {max_pixels:,} "
                                  "(refused unread, as a possible decompression bomb); scale it down first")
             early = budget.reserve(_webp_bytes(*canvas, size=size), path) if canvas else nullcontext()
-            with early, Image.open(guarded) as img:
+            with early, Image.open(guarded, formats=_formats()) as img:
                 img.seek(0)
                 width, height = img.size
                 if width * height > max_pixels:
@@ -423,6 +423,30 @@ def _apply_orientation(img: Image.Image) -> Image.Image:
     return img
 
 
+# The raster formats decoded; every other Pillow plugin (EPS, which runs Ghostscript; WMF; FITS;
+# the scientific stubs; rare legacy formats) is never given an untrusted file.
+ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "AVIF", "HEIF", "TIFF", "BMP", "DIB", "ICO", "CUR", "PPM",
+                    "TGA", "QOI")
+
+
+def _formats() -> list[str]:
+    Image.init()
+    return [f for f in ACCEPTED_FORMATS if f in Image.OPEN]
+
+
+def _other_format(source) -> str | None:
+    """The format Pillow would read ``source`` as among the plugins not accepted (header parsing only)."""
+    try:
+        source.seek(0)
+        others = [f for f in Image.OPEN if f not in ACCEPTED_FORMATS]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(source, formats=others) as img:
+                return img.format
+    except Exception:  # noqa: BLE001 - only a diagnosis: anything that fails means "unknown"
+        return None
+
+
 def _unidentified_reason(source) -> str:
     try:
         if hasattr(source, "read"):
@@ -443,6 +467,10 @@ def _unidentified_reason(source) -> str:
     for magic, name in _SIGNATURES:
         if head.startswith(magic) and (name != "WebP" or head[8:12] == b"WEBP"):
             return f"starts like a {name} file but its header is damaged (corrupt or not really a {name})"
+    other = _other_format(source) if hasattr(source, "seek") else None
+    if other:
+        return (f"{other} format, which stylesift does not decode (it decodes {', '.join(_formats())}); "
+                "convert it to PNG or JPEG first")
     return "not an image format that Pillow recognises"
 
 

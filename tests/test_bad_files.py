@@ -193,6 +193,9 @@ def corpus() -> list[Kind]:
         Kind("bad_crc.png", make_bad_crc, reason="starts like a PNG file but its header is damaged"),
         Kind("drawing.svg", write(b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>'),
              reason="SVG is a vector drawing"),
+        Kind("postscript.jpg", write(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"),
+             reason="EPS format, which stylesift does not decode"),  # never handed to Ghostscript
+        Kind("legacy_pcx.jpg", write(Image.new("RGB", (20, 20), RED), "PCX"), reason="PCX format, which stylesift does not decode"),
         Kind("fake_heic.heic", write(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64), reason="not an image format"),
         Kind("broken_symlink.jpg", lambda p: p.symlink_to("does_not_exist.jpg"), reason="broken symlink"),
         Kind("loop_a.jpg", make_symlink_loop, reason="symlink loop"),
