@@ -16,9 +16,10 @@ Every dataset is chunked with HDF5's Fletcher32 filter, so a flipped bit is a re
 silently different value. A patch (``patch-<id>.h5``) adds one set to rows of older segments:
 ``/row`` int64 (sorted global row numbers), ``/sha256`` and ``/sets/<name>``.
 
-``/index`` (compound ``(sha: S64, pos: uint32)``, sorted by sha, contiguous, in the segment itself so
-one fsync covers it) is the segment's sha256 index: memory-mapped and binary-searched, so a look-up
-reads a few pages instead of every id. It is derived data (``store check`` compares it with /sha256).
+``/index_sha`` (S64, sorted) and ``/index_pos`` (uint32: each id's row in the segment), contiguous and
+in the segment itself so one fsync covers them, are the segment's sha256 index: memory-mapped and
+binary-searched, so a look-up reads a few pages instead of every id. They carry a crc32 (attribute of
+/index_pos over both); It is derived data (``store check`` compares it with /sha256).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ SEGMENT_FORMAT = "stylesift-segment"
 # Rows per feature chunk. Chunks are the unit HDF5 reads and checksums: small chunks make random
 # rows cheap (a look-up reads 16 rows, 128 KiB at 2048-d), large ones make streaming cheaper.
 CHUNK_ROWS = 16
-INDEX_DTYPE = np.dtype([("sha", "S64"), ("pos", "<u4")])
+# The index as two contiguous columns: np.searchsorted copies a strided array first, so no record type.
 
 
 def _chunks(n: int, *rest: int, rows: int) -> tuple[int, ...]:
@@ -59,8 +60,10 @@ def _write_columns(f: h5py.File, sha256s: np.ndarray, labels, paths: list[list[b
     f.create_dataset("paths_offsets", data=offsets, chunks=_chunks(n + 1, rows=8192), **common)
     f.create_dataset("paths_data", data=data, chunks=_chunks(len(data), rows=1 << 16), **common)
     index = build_index(sha256s)
-    ds = f.create_dataset("index", data=index)  # contiguous: memory-mapped by readers; no HDF5 filter, so
-    ds.attrs["crc32"] = zlib.crc32(index.tobytes())  # ... its own checksum
+    # Contiguous (memory-mapped by readers), so no HDF5 filter: the index carries its own checksum.
+    f.create_dataset("index_sha", data=index["sha"])
+    ds = f.create_dataset("index_pos", data=index["pos"])
+    ds.attrs["crc32"] = zlib.crc32(index["pos"].tobytes(), zlib.crc32(index["sha"].tobytes()))
 
 
 def write_segment(path: Path, sha256s: np.ndarray, sets: dict[str, np.ndarray], labels: list[str],
@@ -141,31 +144,32 @@ def write_patch(path: Path, rows: np.ndarray, sha256s: np.ndarray, name: str, X:
                          chunks=_chunks(n, X.shape[1], rows=chunk_rows), fletcher32=True)
 
 
-def build_index(sha256s: np.ndarray) -> np.ndarray:
-    index = np.empty(len(sha256s), INDEX_DTYPE)
-    index["sha"] = np.asarray(sha256s, "S64")
-    index["pos"] = np.arange(len(sha256s), dtype=np.uint32)
-    index.sort(order="sha", kind="stable")
-    return index
+def build_index(sha256s: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"sha": sorted S64 ids, "pos": their rows in the segment (uint32)}``."""
+    sha = np.asarray(sha256s, "S64")
+    order = np.argsort(sha, kind="stable")
+    return {"sha": np.ascontiguousarray(sha[order]), "pos": order.astype(np.uint32)}
 
 
-def open_index(path: Path, rows: int) -> np.ndarray | None:
-    """The segment's sorted index, memory-mapped (None when absent or not mappable)."""
+def open_index(path: Path, rows: int) -> dict[str, np.ndarray] | None:
+    """The segment's sorted index, memory-mapped (None when absent, not mappable or failing its checksum)."""
     with h5py.File(path, "r") as f:
-        if "index" not in f:
+        if "index_sha" not in f or "index_pos" not in f:
             return None
-        ds = f["index"]
-        offset = ds.id.get_offset()
-        if offset is None or ds.shape != (rows,) or ds.dtype != INDEX_DTYPE:
+        a, b = f["index_sha"], f["index_pos"]
+        offsets = a.id.get_offset(), b.id.get_offset()
+        if None in offsets or a.shape != (rows,) or b.shape != (rows,) or a.dtype != np.dtype("S64") \
+                or b.dtype != np.dtype("<u4"):
             return None
-        digest = ds.attrs.get("crc32")
-    index = np.memmap(path, dtype=INDEX_DTYPE, mode="r", offset=offset, shape=(rows,))
-    if digest is None or zlib.crc32(index) != int(digest):
+        digest = b.attrs.get("crc32")
+    index = {"sha": np.memmap(path, dtype="S64", mode="r", offset=offsets[0], shape=(rows,)),
+             "pos": np.memmap(path, dtype="<u4", mode="r", offset=offsets[1], shape=(rows,))}
+    if digest is None or zlib.crc32(index["pos"], zlib.crc32(index["sha"])) != int(digest):
         return None  # damaged: the caller rebuilds it from the checksummed ids
     return index
 
 
-def lookup(index: np.ndarray, queries: np.ndarray) -> np.ndarray:
+def lookup(index: dict, queries: np.ndarray) -> np.ndarray:
     """Positions of ``queries`` (S64) in the segment, -1 where absent."""
     keys = index["sha"]
     at = np.searchsorted(keys, queries)
@@ -185,6 +189,8 @@ _HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
 
 def hex_prefix(keys: np.ndarray) -> np.ndarray:
     """The first 16 hex digits of each S64 id as a uint64 (sorts like the ids)."""
+    if len(keys) < 64:  # a few ids: plain Python is faster than 16 array passes
+        return np.array([int(bytes(k)[:16] or b"0", 16) for k in np.asarray(keys, "S64")], np.uint64)
     raw = np.frombuffer(np.ascontiguousarray(keys, "S64").tobytes(), np.uint8).reshape(-1, 64)[:, :16]
     out = np.zeros(len(raw), np.uint64)
     for i in range(16):

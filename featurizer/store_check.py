@@ -70,7 +70,7 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
             want = seglib.build_index(shas)
             try:
                 have = seglib.open_index(file, n)
-                ok = have is not None and np.array_equal(np.asarray(have), want)
+                ok = have is not None and all(np.array_equal(np.asarray(have[k]), want[k]) for k in want)
             except (OSError, ValueError, KeyError, TypeError):
                 ok = False
             if not ok:
