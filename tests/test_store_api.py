@@ -260,3 +260,31 @@ def test_many_lookups_switch_to_one_sorted_array_with_the_same_answers(tmp_path)
     assert st._global is None
     assert list(st.rows_of(queries)) == want  # ... then many: the global array answers the same
     assert st._global is not None and st.row_of(sha(70005)) == 70005
+
+
+UPGRADER = r"""
+import sys
+from stylesift.featurizer.store import FeatureStore
+FeatureStore(sys.argv[1], "a").close()
+"""
+
+
+@pytest.mark.parametrize("point", ["upgrade-parts-renamed", "upgrade-old-moved"])
+def test_a_kill_during_the_upgrade_loses_nothing(tmp_path, point):
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.h5"
+    with V1Store(path, "a", fingerprint=FP) as old:
+        d = [sha(i) for i in range(6)]
+        old.add(d, np.stack([feature_of(x) for x in d]), [[f"/img/{i}.jpg"] for i in range(6)], "good")
+    done = subprocess.run([sys.executable, "-c", UPGRADER, str(path)], env={**os.environ, "STYLESIFT_CRASH_AT": point},
+                          timeout=120)
+    assert done.returncode == -9
+    st = FeatureStore(path)
+    assert list(st.sha256) == [sha(i) for i in range(6)] and set(st.labels) == {"good"}
+    with FeatureStore(path, "a", fingerprint=FP) as st:
+        add(st, [6])
+    assert (tmp_path / "s.h5.v1-backup").is_file()
+    st = FeatureStore(path)
+    np.testing.assert_array_equal(st.features(), np.stack([feature_of(sha(i)) for i in range(7)]))
