@@ -259,7 +259,9 @@ def decode_bytes(img: Image.Image, size: int = 224) -> int:
     need = decoded
     if img.format == "WEBP":
         return _webp_bytes(width, height, img.mode != "RGB", size)
-    if img.format in _WHOLE_BUFFER_FORMATS or img.format not in {"JPEG", "PNG", "GIF", "BMP", "PPM", "TGA"}:
+    if img.format in ("AVIF", "HEIF"):
+        need += pixels * 12  # the decoder's YUV planes (up to 16-bit 4:4:4 with alpha) and the frame it hands over
+    elif img.format in _WHOLE_BUFFER_FORMATS or img.format not in {"JPEG", "PNG", "GIF", "BMP", "PPM", "TGA"}:
         need += decoded  # the decoder's own buffer of the whole image
     rotated = _rotated(img)
     if rotated:
