@@ -85,3 +85,14 @@ def test_compact_and_prune_keep_labelled_rows(tmp_path):
     assert list(st.sha256) == [sha(i) for i in range(4)] and set(st.labels) == {"good"}
     np.testing.assert_array_equal(st.features(), before)
     assert cli("store", "check", path).returncode == 0
+
+
+def test_bench_store_prints_the_table(tmp_path):
+    from stylesift.featurizer import store_bench
+
+    results = store_bench.run([3000], tmp_path)
+    (r,) = results
+    assert r["rows"] == 3000 and r["stream_gb_per_s"] > 0 and r["add_2000_once_close_s"] > 0
+    table = store_bench.table(results)
+    assert "| 3,000 |" in table and "add 2,000 + close" in table
+    assert not list(tmp_path.iterdir())  # the synthetic store is removed
