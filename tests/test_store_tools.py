@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from stylesift.featurizer.store import FeatureStore, Verdict
 from tests.test_store_api import damage_features
@@ -87,6 +88,7 @@ def test_compact_and_prune_keep_labelled_rows(tmp_path):
     assert cli("store", "check", path).returncode == 0
 
 
+@pytest.mark.slow
 def test_bench_store_prints_the_table(tmp_path):
     from stylesift.featurizer import store_bench
 
