@@ -275,7 +275,7 @@ def decode_bytes(img: Image.Image, size: int = 224) -> int:
         need += rgb  # converted (band by band when it has transparency) or rotated
     # resizing: one intermediate pass of size × height (or width × size) plus the small result
     need += max(width, height) * size * 4 + size * size * 4 + _BAND_ROWS * width * 12
-    return need + 16 * 2**20  # decoder state, tables and headers
+    return need * 103 // 100 + 16 * 2**20  # decoder state, tables, headers, allocator rounding
 
 
 def _webp_bytes(width: int, height: int, alpha: bool = True, size: int = 224) -> int:
