@@ -49,6 +49,9 @@ def bombs(tmp_path_factory):
     Image.fromarray(unit).save(root / "float_8000x8000.tif", compression="tiff_deflate")
     Image.new("RGB", (10000, 10000), (120, 30, 200)).save(root / "progressive_10000x10000.jpg", progressive=True,
                                                           quality=90, subsampling=0)
+    Image.new("RGBA", (8000, 8000), (1, 2, 3, 0)).save(root / "transparent_8000x8000.gif")
+    Image.new("RGBA", (8000, 8000), (1, 2, 3, 9)).save(root / "rle_8000x8000.tga", compression="tga_rle")
+    Image.new("RGBA", (5000, 5000), (120, 30, 200, 100)).save(root / "alpha_5000x5000.avif", quality=50, speed=10)
     Image.new("RGB", (64, 48), (100, 100, 100)).save(root / "small.jpg")
     return root
 
