@@ -9,8 +9,8 @@ Layout (one file, conventionally ``MODEL.ssmodel``)::
 The payload is a `skops <https://skops.readthedocs.io>`_ file: a zip of one JSON schema and plain
 ``.npy`` arrays (read with ``allow_pickle=False``). Nothing in it is a pickle, and every object it
 would build is named in the schema, so :meth:`Bundle.load` reads the schema first and refuses the
-file, naming the offenders, unless every type is on :data:`ALLOWED_TYPES` (exactly the types the
-methods need) and every node kind on :data:`ALLOWED_NODES`; only then does skops build the objects,
+file, naming the offenders, unless every type is on the allow-list (``_allowed_types()``: exactly the
+types the methods need) and every node kind on :data:`ALLOWED_NODES`; only then does skops build the objects,
 audited again against the same list. Loading a bundle therefore runs no code chosen by the file.
 
 The header records the payload's size and sha256; they are checked, with the feature-space
@@ -209,8 +209,8 @@ class Bundle:
         Raises
         ------
         BundleError
-            Not a bundle, a format-1 (pickle) bundle, a damaged or edited file, a type outside
-            :data:`ALLOWED_TYPES`, another feature space or other library versions.
+            Not a bundle, a format-1 (pickle) bundle, a damaged or edited file, a type outside the
+            allow-list, inconsistent fitted state, another feature space or other library versions.
         """
         import skops.io
 
@@ -233,6 +233,7 @@ class Bundle:
                               "the file is damaged or was altered. Retrain it or copy it again.") from None
         _check_payload(data, path)
         _check_state(data["pipeline"], path)
+        _check_scores(data["pipeline"], header["fingerprint"], path)
         labels = header["labels"]
         return cls(pipeline=data["pipeline"], threshold=float(header["threshold"]), method=header["method"],
                    positive_label=labels["positive"], negative_label=labels.get("negative"),
@@ -601,15 +602,32 @@ def _check_state(pipeline, path) -> None:
                     bad(est, f"{name} does not match the intercepts")
             if getattr(est, "n_features_in_", len(sv[0]) if len(sv) else 0) != sv.shape[1]:
                 bad(est, "support vectors of another width than its input")
-            if est.kernel not in ("linear", "poly", "rbf", "sigmoid") or getattr(est, "_sparse", None) is not False:
+            if getattr(est, "kernel", None) not in ("linear", "poly", "rbf", "sigmoid") or getattr(est, "_sparse", None) is not False:
                 bad(est, "kernel must be linear, poly, rbf or sigmoid on dense input")
-            if not (isinstance(est._gamma, (float, int)) and np.isfinite(est._gamma) and isinstance(est.degree, int)
-                    and 0 <= est.degree <= 32):
+            gamma, degree = getattr(est, "_gamma", None), getattr(est, "degree", None)
+            if not (isinstance(gamma, (float, int)) and np.isfinite(gamma) and isinstance(degree, int) and 0 <= degree <= 32):
                 bad(est, "kernel parameters")
         elif isinstance(est, NearestNeighbors):
             if getattr(est, "_fit_method", None) != "brute" or getattr(est, "_tree", None) is not None:
                 bad(est, "only brute-force neighbour search is loaded")
             array(est, "_fit_X", est._fit_X.dtype if isinstance(getattr(est, "_fit_X", None), np.ndarray) else np.float64, 2)
+
+
+def _check_scores(pipeline, fingerprint: dict, path) -> None:
+    """Score one zero row, so that a model with missing or mismatched fitted state is refused at load
+    (one message naming the file) rather than failing with a traceback in the middle of a run."""
+    width = next((getattr(step, "n_features_in_", None) for _, step in pipeline.steps
+                  if getattr(step, "n_features_in_", None) is not None), fingerprint.get("feature_dim"))
+    if not isinstance(width, int) or not 0 < width <= 1 << 20:
+        raise BundleError(f"{path}: refused: the model does not say how many features it scores; the file was "
+                          "altered or made elsewhere. Retrain it with `stylesift train`.")
+    try:
+        scores = pipeline_scores(pipeline, np.zeros((1, width), np.float32))
+        if np.shape(scores) != (1,):
+            raise ValueError(f"{np.shape(scores)} scores for one row")
+    except Exception as exc:  # noqa: BLE001 - an untrusted file's objects: any failure means it cannot score
+        raise BundleError(f"{path}: refused: the model cannot score ({type(exc).__name__}: {exc}); the file was "
+                          "altered or damaged. Retrain it with `stylesift train`.") from None
 
 
 def _legacy_read(path: Path) -> tuple[dict, bytes]:
