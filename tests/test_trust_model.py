@@ -276,3 +276,23 @@ def test_an_array_header_claiming_more_than_its_bytes_is_refused_before_numpy_al
     message = assert_refused(write(tmp_path / "m.ssmodel", header, edit_zip(payload, inflate)), tmp_path / "none",
                              match=r"which its \d+ bytes do not hold")
     assert "(1000000000, 1000)" in message
+
+
+@pytest.mark.parametrize("strip", ["coef_", "classes_", "mean_"])
+def test_a_model_missing_its_fitted_state_is_refused_at_load_not_mid_run(tmp_path, fitted, strip):
+    import copy
+
+    pipeline = copy.deepcopy(fitted.pipeline_)
+    for _, step in pipeline.steps:
+        if hasattr(step, strip):
+            delattr(step, strip)
+    header, payload = payload_of(pipeline)
+    message = assert_refused(write(tmp_path / "m.ssmodel", header, payload), tmp_path / "none", match="cannot score")
+    assert "Retrain it" in message
+
+
+def test_an_svm_without_its_kernel_is_refused(tmp_path):
+    pipeline, _ = svc_pipeline()
+    del pipeline.steps[-1][1].kernel
+    header, payload = payload_of(pipeline)
+    assert_refused(write(tmp_path / "m.ssmodel", header, payload), tmp_path / "none", match="inconsistent")
