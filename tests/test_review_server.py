@@ -138,3 +138,21 @@ def test_review_command_refuses_a_model_that_fails_its_checks(tmp_path):
     bad.write_bytes(b"not a bundle at all")
     r = CliRunner().invoke(app, ["review", str(bad), str(tmp_path), "--store", str(tmp_path / "s.h5"), "--port", "0"])
     assert r.exit_code == 1 and "error:" in r.output and str(bad) in r.output
+
+
+def test_a_browser_that_goes_away_mid_verdict_leaves_a_whole_verdict_or_none(world):
+    import socket
+
+    rnd, store, *_ = world
+    with running(rnd) as base:
+        port = int(base.rsplit(":", 1)[1])
+        body = b'{"id": 0, "verdict": "positive", "note": "half"}'
+        for cut in (len(body) // 2, len(body)):  # the connection drops mid-body, then right after sending it
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"POST /api/verdict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      + f"X-Token: {rnd.token}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:cut])
+            s.close()
+        time.sleep(1.0)
+        assert call(f"{base}/api/state", token=rnd.token)[0] == 200  # the server carries on
+    log = FeatureStore(store).verdicts()
+    assert len(log) <= 1 and all(v.note == "half" and v.label == "good" for v in log)
