@@ -342,11 +342,20 @@ def upgrade(old, new, *, trust_pickle: bool = False) -> Path:
         raise BundleError(f"{old}: its pickle cannot be read ({type(exc).__name__}: {exc}); retrain the model") from None
     bundle = Bundle(pipeline=pipeline, threshold=header["threshold"], method=header["method"],
                     positive_label=header["labels"]["positive"], negative_label=header["labels"].get("negative"),
-                    fingerprint=header["fingerprint"], summary=header.get("summary") or {},
+                    fingerprint=header["fingerprint"],
+                    summary=header["summary"] if isinstance(header.get("summary"), dict) else {},
                     train_sha256=sha, train_labels=labels, versions=current_versions(),
                     created=header.get("created", time.time()))
     bundle.summary = {**bundle.summary, "upgraded_from": {"file": str(old), "versions": header.get("versions")}}
-    return bundle.save(new)
+    if not isinstance(bundle.created, (int, float)) or isinstance(bundle.created, bool):
+        bundle.created = time.time()
+    bundle.save(new)
+    try:
+        Bundle.load(new)  # what was written must load: the same checks as every later use
+    except BundleError:
+        new.unlink(missing_ok=True)
+        raise
+    return new
 
 
 # ---------------------------------------------------------------------------------------------- reading
