@@ -73,7 +73,7 @@ def test_round_trip_keeps_scores_threshold_labels_and_training_ids(tmp_path, fit
     assert header["method"] == "head" and header["labels"] == {"positive": "good", "negative": "ordinary"}
     assert header["fingerprint"] == FINGERPRINT and header["versions"]["scikit-learn"] and header["versions"]["skops"]
     back = Bundle.load(path, fingerprint=dict(FINGERPRINT))
-    np.testing.assert_array_equal(back.score(X), model.decision_function(X))
+    np.testing.assert_array_equal(back.score(X), model.score_samples(X))
     assert back.threshold == model.threshold_ and back.summary == {"positives": int(y.sum())}
     assert back.train_sha256.tolist() == [f"{i:064x}" for i in range(len(X))]
     assert back.train_labels.tolist() == np.where(y, "good", "ordinary").tolist()
@@ -222,7 +222,7 @@ def test_upgrade_converts_a_format_1_bundle_when_trusted(tmp_path, fitted):
     new = upgrade(old, tmp_path / "new.ssmodel", trust_pickle=True)
     assert new.read_bytes().startswith(MAGIC)
     back = Bundle.load(new, fingerprint=FINGERPRINT)
-    np.testing.assert_array_equal(back.score(X), model.decision_function(X))
+    np.testing.assert_array_equal(back.score(X), model.score_samples(X))
     assert back.threshold == model.threshold_ and back.train_sha256.tolist()[:1] == ["0" * 64]
     assert back.summary["upgraded_from"]["file"] == str(old)
     with pytest.raises(BundleError, match="already a format-2"):

@@ -70,7 +70,7 @@ def test_model_upgrade_needs_trust_pickle_and_converts(tmp_path, bundle_file):
     assert no_flag.exit_code == 2 and "--trust-pickle" in no_flag.output and not (tmp_path / "new.ssmodel").exists()
     done = run("model", "upgrade", old, tmp_path / "new.ssmodel", "--trust-pickle")
     assert done.exit_code == 0, done.output
-    np.testing.assert_array_equal(Bundle.load(tmp_path / "new.ssmodel").score(X), model.decision_function(X))
+    np.testing.assert_array_equal(Bundle.load(tmp_path / "new.ssmodel").score(X), model.score_samples(X))
 
 
 @pytest.mark.parametrize("size", ["lots", "10", "-1G", "nan"])
