@@ -373,7 +373,8 @@ class FeatureStore:
         if row is None:
             raise StoreError(f"{self.path}: no row for content {sha256}")
         state = self._state()
-        paths = self.path_bytes(row)
+        override = state["paths"].get(sha256)
+        paths = list(override) if override is not None else self._retry(lambda: self._base_paths(row))
         new_paths = paths if path is None or path_bytes(path) in paths else [*paths, path_bytes(path)]
         old_label = state["labels"].get(sha256)
         if old_label is None:
@@ -589,6 +590,7 @@ class FeatureStore:
         self._sha = self._labels = None
         self._indexes: dict[str, np.ndarray] = {}
         self._paths_cache: dict[str, list[list[bytes]]] = {}
+        self._labels_cache: dict[str, np.ndarray] = {}
         self._patch_rows: dict[str, np.ndarray] = {}
         self._meta: dict | None = None
         self._global = None
@@ -835,20 +837,25 @@ class FeatureStore:
             return list(cached[lo])
         raise IndexError(row)
 
+    def _segment_labels(self, seg: dict) -> np.ndarray:
+        """The labels given at extract of every row of a segment (cached: extract asks per file)."""
+        cached = self._labels_cache.get(seg["name"])
+        if cached is None:
+            with self._open(seg["name"]) as f:
+                names = np.array([s.decode() for s in self._read(f, "label_names", slice(None), "the label names")],
+                                 dtype=object)
+                cached = self._labels_cache[seg["name"]] = names[self._read(f, "label_code", slice(None), "the labels")]
+        return cached
+
     def _base_label(self, row: int) -> str:
         for seg, start, lo, hi in self._segments_in(row, row + 1):
-            with self._open(seg["name"]) as f:
-                names = self._read(f, "label_names", slice(None), "the label names")
-                return names[self._read(f, "label_code", lo, f"the label of row {row}")].decode()
+            return str(self._retry(lambda seg=seg: self._segment_labels(seg))[lo])
         raise IndexError(row)
 
     def _compute_labels(self) -> np.ndarray:
         out = np.empty(self._n, dtype=object)
         for seg, start, lo, hi in self._segments_in(0, self._n):
-            with self._open(seg["name"]) as f:
-                names = np.array([s.decode() for s in self._read(f, "label_names", slice(None), "the label names")],
-                                 dtype=object)
-                out[start + lo:start + hi] = names[self._read(f, "label_code", slice(lo, hi), "the labels")]
+            out[start + lo:start + hi] = self._segment_labels(seg)[lo:hi]
         state = self._state()
         latest = {v.sha256: v.label for v in state["verdicts"]}
         for source in (state["labels"], latest):
@@ -1049,6 +1056,7 @@ class FeatureStore:
         (self.parts / name).unlink(missing_ok=True)
         self._indexes.pop(name, None)
         self._paths_cache.pop(name, None)
+        self._labels_cache.pop(name, None)
 
     def _merge_tail(self) -> None:
         """Merge trailing segments while the one before is no larger than all after it (binary counter)."""
