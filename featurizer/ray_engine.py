@@ -36,9 +36,9 @@ from stylesift.featurizer.extract import (
     ExtractReport,
     Featurizer,
     PreparedFile,
-    list_images,
     ordered_map,
     prepare_file,
+    walk,
 )
 from stylesift.featurizer.ledger import Ledger, Outcome
 from stylesift.featurizer.space import INPUT_SIZE, differences, fingerprint_id, same_space
@@ -135,8 +135,8 @@ class RayEngine:
         """
         started = time.perf_counter()
         self._resolve()
-        files = list_images(paths)
-        report = ExtractReport(store=str(store))
+        files, skipped = walk(paths)
+        report = ExtractReport(store=str(store), skipped=skipped)
         with FeatureStore(store, "a", fingerprint=self.fingerprint_, lock_timeout=lock_timeout) as st:
             run = _Run(self, st, report, label, len(files), progress)
             try:

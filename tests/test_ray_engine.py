@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 # Read when ray is imported: the test cluster listens on loopback only (Ray's mode on macOS/Windows).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -39,6 +40,7 @@ def inputs(tmp_path_factory):
     shutil.copy(pics[0], root / "pics" / "same_bytes_as_pic_000.jpg")
     (root / "pics" / "truncated.jpg").write_bytes(pics[1].read_bytes()[:300])
     (root / "pics" / "page.jpg").write_text("<!doctype html><html>not found</html>")
+    (root / "pics" / "notes.txt").write_text("not an image: skipped by the walk, and said so")
     return [root / "pics", root / "gone.jpg"]
 
 
@@ -105,6 +107,7 @@ def test_ray_store_equals_local_store(engine, inputs, local_store, tmp_path):
     store = tmp_path / "ray.h5"
     report = engine.extract(inputs, store, label="good")
     assert (report.new, report.cached, report.rows) == (30, 1, 30)
+    assert [Path(s["path"]).name for s in report.skipped] == ["notes.txt"]  # as the local walk reports it
     local = contents(local_store)
     assert {f["path"]: f["error"] for f in report.failed} == local["failures"]
     assert_same_store(store, local_store)
