@@ -323,6 +323,62 @@ class FeatureStore:
                              "nothing of this batch was recorded, run again once the problem is fixed") from exc
         self._session_segments += 1
 
+    @property
+    def incoming(self) -> Path:
+        """Folder where other processes sharing this file system (e.g. Ray workers) write whole segments
+        (:func:`stylesift.featurizer.segments.write_segment`) for :meth:`attach_segment`."""
+        return self.parts / "incoming"
+
+    def attach_segment(self, file: str | os.PathLike) -> int:
+        """Add the rows of a segment another process wrote (its file is moved into the store).
+
+        The file is checked as any row is: its feature sets and their widths, finite values, one row per
+        content; contents the store already holds are dropped. Returns the number of rows added.
+        """
+        self._require_writer()
+        file = Path(file)
+        dims = self._set_dims()
+        try:
+            with h5py.File(file, "r") as f:
+                if f.attrs.get("format") != seglib.SEGMENT_FORMAT:
+                    raise StoreError(f"{file}: not a stylesift segment file")
+                shas = f["sha256"][:]
+                for name in f["sets"]:
+                    if name not in dims or f[f"sets/{name}"].shape[1] != dims[name]:
+                        raise FeatureSpaceMismatch(f"{file}: feature set {name!r} of {f[f'sets/{name}'].shape[1]} "
+                                                   f"values is not one this store holds ({dims})")
+                    for lo in range(0, len(shas), 8192):
+                        if not np.isfinite(f[f"sets/{name}"][lo:lo + 8192]).all():
+                            raise StoreError(f"{file}: non-finite features; segment refused")
+                sets = sorted(f["sets"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise StoreError(f"{file}: unreadable segment ({_h5_reason(exc)}); nothing was added") from None
+        known = self.rows_of(shas.astype(str)) if self._n else np.full(len(shas), -1)
+        _, first = np.unique(shas, return_index=True)
+        keep = np.zeros(len(shas), bool)
+        keep[first] = True
+        keep &= known < 0
+        if not keep.any():
+            file.unlink(missing_ok=True)
+            return 0
+        try:
+            if keep.all():
+                seg = self._write_segment(lambda tmp: shutil.copyfile(file, tmp) if not _same_fs(file, tmp.parent)
+                                          else os.replace(file, tmp), None, sets, int(keep.sum()),
+                                          est_bytes=0)
+            else:
+                seg = self._write_segment(lambda tmp: seglib.merge_segments(tmp, [file], dims, keep=[keep]), None, sets,
+                                          int(keep.sum()), est_bytes=int(keep.sum()) * (sum(dims.values()) * 4 + 200))
+            m = self._next_manifest()
+            m["segments"].append(seg)
+            m["rows"] += seg["rows"]
+            m["layout"] += 1
+            self._write_manifest(m)
+        except (OSError, RuntimeError) as exc:
+            raise StoreError(f"{self.path}: cannot attach {file} ({exc}); nothing was added") from exc
+        file.unlink(missing_ok=True)
+        return seg["rows"]
+
     def add_features(self, name: str, sha256s: Sequence[str], features: np.ndarray) -> None:
         """Fill feature set ``name`` for rows that exist already (rows that hold it are skipped)."""
         self._require_writer()
@@ -1286,6 +1342,13 @@ def _check_top(path: Path, parts: Path) -> None:
     if version >= 2:
         raise StoreError(f"{path}: the store's data folder {parts} is missing (this file only points into it); "
                          "restore the folder from a backup")
+
+
+def _same_fs(a: Path, folder: Path) -> bool:
+    try:
+        return os.stat(a).st_dev == os.stat(folder).st_dev
+    except OSError:
+        return False
 
 
 def _names(f: h5py.File, group: str) -> list[str]:

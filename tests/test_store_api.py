@@ -288,3 +288,26 @@ def test_a_kill_during_the_upgrade_loses_nothing(tmp_path, point):
     assert (tmp_path / "s.h5.v1-backup").is_file()
     st = FeatureStore(path)
     np.testing.assert_array_equal(st.features(), np.stack([feature_of(sha(i)) for i in range(7)]))
+
+
+def test_a_segment_written_by_another_process_is_attached_checked_and_deduplicated(tmp_path):
+    from stylesift.featurizer import segments
+
+    path = tmp_path / "s.h5"
+    with FeatureStore(path, "a", fingerprint=FP) as st:
+        add(st, range(3))
+        st.incoming.mkdir()
+        ids = [sha(i) for i in (2, 3, 4, 4)]  # one known content, one twice
+        worker_file = st.incoming / "worker-1.h5"
+        segments.write_segment(worker_file, np.array(ids, "S64"), {"pooled": np.stack([feature_of(x) for x in ids])},
+                               ["good"] * 4, [[b"/w/a.jpg"]] * 4, np.zeros(4))
+        assert st.attach_segment(worker_file) == 2 and not worker_file.exists()
+        bad = st.incoming / "worker-2.h5"
+        segments.write_segment(bad, np.array([sha(9)], "S64"), {"pooled": np.zeros((1, 7), np.float32)}, [""],
+                               [[]], np.zeros(1))
+        with pytest.raises(FeatureSpaceMismatch, match="worker-2.h5"):
+            st.attach_segment(bad)
+    st = FeatureStore(path)
+    assert list(st.sha256) == [sha(i) for i in range(5)]
+    np.testing.assert_array_equal(st.features(), np.stack([feature_of(sha(i)) for i in range(5)]))
+    assert st.labels.tolist() == ["", "", "", "good", "good"]
