@@ -125,3 +125,37 @@ def compare(X, y, *, folds: int = 5, methods: Sequence[str] | None = None, targe
                 progress(done, len(splits) * len(chosen))
     result.seconds = time.perf_counter() - started
     return result
+
+
+def compare_sets(features: dict[str, np.ndarray], y, *, folds: int = 5, methods: Sequence[str] | None = None,
+                 target_recall: float = 0.9, n_jobs: int | None = -1, random_state: int = 0,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Comparison]:
+    """:func:`compare` on each feature set of the same rows, on identical folds.
+
+    Parameters
+    ----------
+    features : dict of str to ndarray of shape (n_samples, n_features_set)
+        One matrix per feature set, rows aligned with ``y`` (see
+        :func:`stylesift.classifiers.feature_sets.load_features`).
+    y : ndarray of shape (n_samples,)
+    Other parameters as in :func:`compare`; ``progress(done, total)`` counts fits over all sets.
+    """
+    results, offset = {}, 0
+    names = list(methods or METHODS)
+    total = len(features) * len(outer_splits(positives_mask(y, need_both=True), folds, random_state)) * len(names)
+    for name, X in features.items():
+        def step(done, _total, offset=offset):
+            if progress:
+                progress(offset + done, total)
+        results[name] = compare(X, y, folds=folds, methods=names, target_recall=target_recall, n_jobs=n_jobs,
+                                random_state=random_state, progress=step)
+        offset += results[name].n_folds * len(names)
+    return results
+
+
+def best_of(results: dict[str, Comparison]) -> dict:
+    """The winning (feature set, method): highest mean accuracy, ties broken by mean ROC AUC."""
+    rows = [(r.summary(m)["accuracy"], r.summary(m)["roc_auc"], s, m) for s, r in results.items() for m in r.folds]
+    acc, auc, feature_set, method = max(rows, key=lambda t: (t[0], t[1]))
+    return {"feature_set": feature_set, "method": method, "accuracy": acc, "roc_auc": auc,
+            "selected_by": "mean accuracy, then mean ROC AUC"}

@@ -15,6 +15,14 @@ from typing import Callable, Iterable
 import numpy as np
 
 from stylesift.classifiers.bundle import Bundle, BundleError, check_fingerprint, precision_of, read_header
+from stylesift.classifiers.feature_sets import (
+    DEFAULT_SET,
+    bundle_set,
+    check_set,
+    load_features,
+    store_fingerprints,
+    stored_parts,
+)
 
 
 @dataclass
@@ -94,7 +102,8 @@ class Predictor:
         self.store = Path(store)
         if featurizer is None:
             precision_of(bundle.fingerprint)
-            featurizer = Featurizer.for_fingerprint(bundle.fingerprint, weights, runtime=runtime, backbone_file=backbone_file)
+            featurizer = Featurizer.for_fingerprint(bundle.fingerprint, weights, runtime=runtime, backbone_file=backbone_file,
+                                                    feature_sets=stored_parts([bundle_set(bundle.summary)]))
         self.featurizer = featurizer
         check_fingerprint(bundle.header(b""), self.featurizer.fingerprint, "model bundle")
 
@@ -117,7 +126,8 @@ class Predictor:
             # of its recipe (a bundle of the first int8 recipe with ONNX Runtime), on the runtime asked for.
             precision_of(header["fingerprint"], model)
             featurizer = Featurizer.for_fingerprint(header["fingerprint"], weights, runtime=runtime,
-                                                    backbone_file=backbone_file)
+                                                    backbone_file=backbone_file,
+                                                    feature_sets=stored_parts([bundle_set(header.get("summary"))]))
         check_fingerprint(header, featurizer.fingerprint, model)
         store = Path(store)
         if store.exists():
@@ -153,7 +163,10 @@ class Predictor:
                                           "meanwhile); run the command again"} for (p, _), r in zip(items, rows) if r < 0]
         items, rows = [it for it, r in zip(items, rows) if r >= 0], rows[rows >= 0]
         X = st.features(rows) if len(rows) else None
-        scores = self.bundle.score(X) if len(rows) else np.zeros(0)
+        # The bundle's feature set (pooled, style, pooled+style); rows lacking it name the command that adds it.
+        name = bundle_set(self.bundle.summary)
+        check_set(self.bundle.summary, store_fingerprints(st), self.store)
+        scores = self.bundle.score(X if name == DEFAULT_SET else load_features(st, rows, name)) if len(rows) else np.zeros(0)
         if threshold is None and top_k is None and top_fraction is None:
             threshold = self.bundle.threshold
         groups = None

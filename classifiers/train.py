@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stylesift.classifiers.bundle import Bundle
+from stylesift.classifiers.feature_sets import DEFAULT_SET, parts, set_fingerprint, store_fingerprints
 from stylesift.classifiers.methods import METHODS, get_method
 from stylesift.classifiers.one_class import OneClassSVMModel
 from stylesift.errors import StylesiftError
@@ -30,11 +31,19 @@ class LabelledData:
     labels: np.ndarray
     fingerprint: dict
     store: str
+    feature_set: str = DEFAULT_SET
+    set_fingerprint: dict | None = None
 
 
-def load_labelled(store, positive: str, negative: str | None = None) -> LabelledData:
-    """Read the rows labelled ``positive`` (and ``negative``) from the feature store at ``store``."""
+def load_labelled(store, positive: str, negative: str | None = None, feature_set: str = DEFAULT_SET) -> LabelledData:
+    """Read the rows labelled ``positive`` (and ``negative``) from the feature store at ``store``.
+
+    ``feature_set`` names the features ``X`` holds: a stored set or stored sets joined by ``+``
+    (see :mod:`stylesift.classifiers.feature_sets`); rows lacking one are an error naming the command that adds it.
+    """
     from stylesift.featurizer.store import FeatureStore
+
+    parts(feature_set)
 
     st = FeatureStore(store)
     counts = st.label_counts()
@@ -45,13 +54,20 @@ def load_labelled(store, positive: str, negative: str | None = None) -> Labelled
                                 "Label images with `stylesift extract FOLDER --label LABEL --store STORE`.")
     if negative == positive:
         raise TrainingError(f"positive and negative label are both {positive!r}; give two different labels")
-    X, labels, sha = st.load([positive] + ([negative] if negative is not None else []))
+    wanted = [positive] + ([negative] if negative is not None else [])
+    set_fp = set_fingerprint(store_fingerprints(st), feature_set, store)
+    blocks = []
+    for part in parts(feature_set):
+        X, labels, sha = st.load(wanted) if part == DEFAULT_SET else st.load(wanted, feature_set=part)
+        blocks.append(X)
+    X = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
     return LabelledData(X=X, positive=labels == positive, sha256=sha, labels=labels,
-                        fingerprint=st.fingerprint, store=str(store))
+                        fingerprint=st.fingerprint, store=str(store), feature_set=feature_set, set_fingerprint=set_fp)
 
 
 def train(store, positive: str, negative: str | None = None, method: str = "two-class", *,
-          target_recall: float = 0.9, n_jobs: int | None = -1, random_state: int = 0) -> Bundle:
+          target_recall: float = 0.9, n_jobs: int | None = -1, random_state: int = 0,
+          feature_set: str = DEFAULT_SET) -> Bundle:
     """Fit ``method`` on the store's ``positive``/``negative`` rows and return the bundle (not yet saved).
 
     Parameters
@@ -64,13 +80,16 @@ def train(store, positive: str, negative: str | None = None, method: str = "two-
         A name from :data:`classifiers.methods.METHODS`.
     target_recall : float
         One-class methods: share of held-out positives to keep above the threshold.
+    feature_set : str
+        The features to learn from: ``pooled`` (default), ``style`` or a ``+`` concatenation such as
+        ``pooled+style``; the bundle records it (summary ``feature_set``) and scoring follows it.
     """
     m = get_method(method)
     if m.needs_negatives and negative is None:
         one_class = ", ".join(k for k, v in METHODS.items() if not v.needs_negatives)
         raise TrainingError(f"method {method!r} learns from positives and negatives, but no negative label was given; "
                             f"pass --negative LABEL, or use a one-class method ({one_class}) to train on positives only")
-    data = load_labelled(store, positive, negative)
+    data = load_labelled(store, positive, negative, feature_set)
     est = m.make(n_jobs=n_jobs, random_state=random_state, target_recall=target_recall)
     started = time.perf_counter()
     est.fit(data.X, data.positive)
@@ -82,6 +101,7 @@ def train(store, positive: str, negative: str | None = None, method: str = "two-
         "fit_on": "positives and negatives" if m.needs_negatives else "positives only",
         "params": est.best_params_, "threshold": float(est.threshold_), "fit_seconds": round(seconds, 3),
         "notes": list(est.notes_),
+        "feature_set": data.feature_set, "feature_set_fingerprint": data.set_fingerprint, "feature_dim": int(data.X.shape[1]),
     }
     search = getattr(est, "search_", None)
     if search:

@@ -182,7 +182,22 @@ class Featurizer:
             rows_before = len(st)
             ledger = Ledger(st, report, label)
             batch: list[PreparedFile] = []
+            refill: list[PreparedFile] = []  # rows already stored that lack a requested set
+            lacking = self._rows_lacking_sets(st)
             done = 0
+
+            def flush_refill():
+                # Only the sets a row lacks are added (the store skips rows that hold a set already).
+                if not refill:
+                    return
+                feats = self.featurize_sets(np.stack([it.image for it in refill]))
+                for name, X in feats.items():
+                    ok = np.isfinite(X).all(axis=1)
+                    if name != "pooled" and ok.any():
+                        st.add_features(name, [it.sha256 for it, good in zip(refill, ok) if good], X[ok])
+                report.refilled = getattr(report, "refilled", 0) + len(refill)
+                refill.clear()
+                st.maybe_commit()
 
             def flush_batch():
                 if not batch:
@@ -199,15 +214,21 @@ class Featurizer:
                 st.maybe_commit()
 
             try:
-                for item in self._prepared(files, st, ledger.skip):
+                for item in self._prepared(files, st, ledger.skip, lacking):
                     done += 1
-                    if ledger.classify(item) is Outcome.NEW:
+                    outcome = ledger.classify(item)
+                    if outcome is Outcome.NEW:
                         batch.append(item)
                         if len(batch) >= self.batch_size:
                             flush_batch()
+                    elif outcome is Outcome.CACHED and item.image is not None and lacking:
+                        refill.append(item)
+                        if len(refill) >= self.batch_size:
+                            flush_refill()
                     if progress:
                         progress(done, len(files))
                 flush_batch()
+                flush_refill()
             except KeyboardInterrupt:
                 report.interrupted = True
             finally:
@@ -234,9 +255,25 @@ class Featurizer:
             self.fingerprint = self.fingerprints.get("pooled", fp)
             runtimes.require_runtime(self.space, "auto")
 
-    def _prepared(self, files: list[Path], st: FeatureStore, skip) -> Iterator[PreparedFile]:
-        """Hash and decode files in worker threads, yielding in order with a bounded read-ahead."""
-        yield from ordered_map(lambda path: self._prepare(path, st.row_of, skip), files, threads=self.workers,
+    def _rows_lacking_sets(self, st: FeatureStore) -> set[int]:
+        """Rows of ``st`` that lack one of this featurizer's sets besides ``pooled``: decoded again if met."""
+        out: set[int] = set()
+        for name in self.feature_sets:
+            if name != "pooled" and len(st):
+                out.update(np.flatnonzero(~st.has_features(name)).tolist())
+        return out
+
+    def _prepared(self, files: list[Path], st: FeatureStore, skip, lacking: set[int] = frozenset()) -> Iterator[PreparedFile]:
+        """Hash and decode files in worker threads, yielding in order with a bounded read-ahead.
+
+        Content already stored is not decoded, unless its row is in ``lacking`` (a requested set is missing).
+        """
+        def known(sha: str):
+            row = st.row_of(sha)
+            return None if row is not None and row in lacking else row
+
+        yield from ordered_map(lambda path: self._prepare(path, known if lacking else st.row_of, skip), files,
+                               threads=self.workers,
                                window=max(2 * self.batch_size, 4 * self.workers), name="stylesift-decode")
 
     def _prepare(self, path: Path, known: Callable[[str], int | None], skip) -> PreparedFile:

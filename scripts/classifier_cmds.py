@@ -33,6 +33,9 @@ from stylesift.cli.options import (
 )
 from stylesift.review.dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
 
+FEATURES_HELP = ("Comma-separated feature sets to compare on identical folds (pooled, style, or sets joined by '+'); "
+                 "with several, their concatenation is compared too and the winner named.")
+
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     from rich.console import Console
@@ -54,12 +57,15 @@ def compare(
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset of methods (default: all)."),
     target_recall: RecallOpt = 0.9,
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for roc.png and precision-recall.png."),
+    features: Optional[str] = typer.Option(None, "--features", help=FEATURES_HELP),
     json_out: JsonOpt = False,
 ):
     """Run every method on the same folds: accuracy, ROC AUC, average precision, precision@5%, fit time."""
     from stylesift.classifiers.compare import compare as run_compare
     from stylesift.classifiers.train import load_labelled
 
+    if features is not None:
+        return _compare_sets(positive, store, negative, folds, methods, target_recall, plots, features, json_out)
     data = load_labelled(store, positive, negative)
     with progress_bar("comparing (method × fold)", enabled=not json_out, unit="fits") as bar:
         result = run_compare(data.X, data.positive, folds=folds, target_recall=target_recall, progress=bar,
@@ -94,13 +100,15 @@ def train(
                                help="two-class | one-class | head | nearest-positives | two-class-default | one-class-default"),
     out: Path = typer.Option(..., "--out", help="Model bundle to write, e.g. artifacts/model.ssmodel."),
     target_recall: RecallOpt = 0.9,
+    features: str = typer.Option("pooled", "--features", help="The one feature set to learn from: pooled, style, or "
+                                 "sets joined by '+' (pooled+style); the model records it and `score` computes it."),
     json_out: JsonOpt = False,
 ):
     """Train a model from the store's labelled features and save it as one bundle file."""
     from stylesift.classifiers.train import train as run_train
 
-    with err.status(f"training {method}"):
-        bundle = run_train(store, positive, negative, method, target_recall=target_recall)
+    with err.status(f"training {method} on {features}"):
+        bundle = run_train(store, positive, negative, method, target_recall=target_recall, feature_set=features)
     bundle.save(out)
     s = bundle.summary
     if json_out:
@@ -251,3 +259,59 @@ def write_scores_csv(path: Path, result) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _method_rows(out: dict) -> list[list[str]]:
+    rows = []
+    for name, s in out["methods"].items():
+        sd = s["std"]
+        rows.append([name, f"{s['accuracy']:.4f} ± {sd['accuracy']:.4f}", f"{s['roc_auc']:.4f} ± {sd['roc_auc']:.4f}",
+                     f"{s['average_precision']:.4f}", f"{s['precision_at_5pct']:.3f}", f"{s['recall']:.3f}",
+                     f"{s['specificity']:.3f}", f"{s['fit_seconds']:.2f}"])
+    return rows
+
+
+def _compare_sets(positive, store, negative, folds, methods, target_recall, plots, features, json_out) -> None:
+    """`compare --features`: every method on every set (and the concatenation of several) on identical folds."""
+    import numpy as np
+
+    from stylesift.classifiers.compare import best_of, compare_sets
+    from stylesift.classifiers.feature_sets import parse_sets, parts
+    from stylesift.classifiers.train import load_labelled
+
+    names = parse_sets(features)
+    stored = list(dict.fromkeys(p for n in names for p in parts(n)))
+    if len(names) > 1 and "+".join(stored) not in names and len(stored) > 1:
+        names.append("+".join(stored))
+    blocks = {p: load_labelled(store, positive, negative, p) for p in stored}
+    first = blocks[stored[0]]
+    for p, d in blocks.items():  # every set must describe the same rows in the same order: identical folds
+        if not np.array_equal(d.sha256, first.sha256):
+            raise RuntimeError(f"{store}: feature sets {stored[0]} and {p} returned different rows")
+    X = {n: np.concatenate([blocks[p].X for p in parts(n)], axis=1) if "+" in n else blocks[n].X for n in names}
+    with progress_bar("comparing (set × method × fold)", enabled=not json_out, unit="fits") as bar:
+        results = compare_sets(X, first.positive, folds=folds, target_recall=target_recall, progress=bar,
+                               methods=[m.strip() for m in methods.split(",")] if methods else None)
+    out = {"store": str(store), "positive": positive, "negative": negative,
+           "feature_sets": {n: {**r.to_dict(), "feature_dim": int(X[n].shape[1])} for n, r in results.items()},
+           "winner": best_of(results)}
+    if plots:
+        from stylesift.classifiers.plots import save_comparison_plots
+
+        out["plots"] = [str(p) for n, r in results.items()
+                        for p in save_comparison_plots(r, plots / n, f"{store.name} [{n}]: {positive} vs {negative}")]
+    if json_out:
+        print_json(out)
+        return
+    for n, r in out["feature_sets"].items():
+        _table(f"{store} [{n}, {r['feature_dim']}-d]: {r['positives']} {positive} vs {r['negatives']} {negative}, "
+               f"{r['folds']} folds (mean ± std)",
+               ["method", "accuracy", "ROC AUC", "avg precision", "precision@5%", "recall", "specificity", "fit s"],
+               _method_rows(r))
+    w = out["winner"]
+    typer.echo(f"winner: {w['method']} on {w['feature_set']} (accuracy {w['accuracy']:.4f}, ROC AUC {w['roc_auc']:.4f}; "
+               f"by mean accuracy, then ROC AUC, same folds for every set); train it with "
+               f"`stylesift train --store {store} --positive {positive} --negative {negative} --method {w['method']} "
+               f"--features {w['feature_set']} --out MODEL.ssmodel`")
+    for p in out.get("plots", []):
+        typer.echo(f"plot: {p}")

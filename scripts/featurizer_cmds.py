@@ -72,6 +72,9 @@ def extract(
     precision: Precision = typer.Option(Precision.float32, "--precision", help="float32, or int8: NNCF-quantized on OpenVINO, several times faster, its own feature space (pip install 'stylesift\\[fast]')."),
     runtime: Runtime = typer.Option(Runtime.auto, "--runtime", help=RUNTIME_HELP),
     backbone: Optional[Path] = typer.Option(None, "--backbone", help=BACKBONE_HELP),
+    features: str = typer.Option("pooled", "--features", help="Feature sets each forward pass computes and the store "
+                                 "keeps side by side: pooled (objects, 2048-d), style (the look: early-stage statistics); "
+                                 "e.g. pooled,style. See README, Choosing features."),
     weights_file: WeightsOpt = None,
     verbose: VerboseOpt = False,
     decode_memory: DecodeMemoryOpt = None,
@@ -91,12 +94,17 @@ def extract(
         raise typer.BadParameter("the ray engine runs ResNet50 only", param_hint="--backbone")
     if runtime not in (Runtime.auto, Runtime.keras) and engine is Engine.ray:
         raise typer.BadParameter("the ray engine runs Keras only", param_hint="--runtime")
+    from stylesift.classifiers.feature_sets import parse_sets, stored_parts
+
+    feature_sets = stored_parts(parse_sets(features))
+    if feature_sets != ("pooled",) and engine is Engine.ray:
+        raise typer.BadParameter("the ray engine computes the pooled set only", param_hint="--features")
     try:
         if engine is Engine.ray:
             featurizer = RayEngine(weights_file, batch_size=batch_size, workers=workers, address=address)
         else:
             featurizer = Featurizer(weights_file, batch_size=batch_size, workers=workers, precision=precision.value,
-                                    runtime=runtime.value, backbone_file=backbone)
+                                    runtime=runtime.value, backbone_file=backbone, feature_sets=feature_sets)
             if precision is Precision.int8:
                 with err.status("preparing the INT8 network (first time on this machine: quantized once, 1-2 min)"):
                     featurizer.backbone  # noqa: B018 - built (and cached) before the progress bar starts
