@@ -11,8 +11,9 @@ hard. Together they miss far fewer reposts at the same false merges.
 
 Groups are built leader-first in the order given (callers pass best score first): the first
 image not yet grouped leads a new group and takes every not-yet-grouped image similar enough to
-*it*. Similarity to the leader (not to any member) keeps a chain of gradually different photos
-from merging into one group.
+*it*, then every image similar enough to one of those (one hop: a crop and a shrunken copy of one
+photo may each match the photo but not each other). Stopping after one hop keeps a chain of
+gradually different photos from merging into one group.
 """
 
 from __future__ import annotations
@@ -84,16 +85,25 @@ def group_near_duplicates(features: np.ndarray, threshold: float = DEFAULT_THRES
         for i in range(start, min(start + _BLOCK, n)):
             if group[i]:
                 continue
-            similar = sims[i - start] >= threshold
-            if H is not None and H[i] != NO_HASH:
-                similar |= (hamming(H, int(H[i])) <= max_hamming) & (H != NO_HASH)
-            members = similar & (group == 0)
+            members = _similar(Z, H, i, threshold, max_hamming, sims[i - start]) & (group == 0)
             members[i] = True
             group[members] = next_id
+            for j in np.flatnonzero(members):  # one hop from the leader's direct matches
+                if j != i:
+                    group[_similar(Z, H, j, threshold, max_hamming) & (group == 0)] = next_id
             next_id += 1
     out = np.empty(n, dtype=np.int64)
     out[order] = group
     return out
+
+
+def _similar(Z: np.ndarray, H: np.ndarray | None, i: int, threshold: float, max_hamming: int,
+             sims: np.ndarray | None = None) -> np.ndarray:
+    """Rows similar to row ``i`` by cosine (``sims``: row i's similarities, computed when not given) or hash."""
+    similar = (Z @ Z[i] if sims is None else sims) >= threshold
+    if H is not None and H[i] != NO_HASH:
+        similar |= (hamming(H, int(H[i])) <= max_hamming) & (H != NO_HASH)
+    return similar
 
 
 def group_sizes(groups: np.ndarray) -> np.ndarray:

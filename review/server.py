@@ -162,14 +162,16 @@ class ReviewRound:
                 seen.add(groups[i])
                 leaders.append(int(i))
         picks = [i for i in leaders if chosen[i]]
-        band = [i for i in leaders if not chosen[i]][:BORDERLINE]
+        # Suggestions first (unlabelled images below the cut whose verdict teaches most), then the
+        # borderline band from what is left, so a small batch still offers suggestions.
         known = self._latest_verdicts()
-        unlabelled = [i for i in leaders if i not in set(picks) | set(band) and self.items[i]["sha256"] not in known]
+        unlabelled = [i for i in leaders if not chosen[i] and self.items[i]["sha256"] not in known]
         sugg = []
         if unlabelled:
             picked = suggest(self._features[unlabelled], scores[unlabelled], float(rule.get("threshold", bundle.threshold)),
-                             SUGGESTIONS, labelled=self._features[picks + band] if picks or band else None)
+                             SUGGESTIONS, labelled=self._features[picks] if picks else None)
             sugg = [unlabelled[p.row] for p in picked]
+        band = [i for i in leaders if not chosen[i] and i not in set(sugg)][:BORDERLINE]
         evidence = self._evidence(picks + band + sugg)
         with self._lock:
             for i, it in enumerate(self.items):

@@ -21,12 +21,12 @@ def test_copies_group_together_and_distinct_vectors_stay_apart():
     assert list(group_sizes(groups)) == [3, 3, 2, 3, 2]
 
 
-def test_members_join_the_leader_not_a_chain():
-    # Each vector is 0.95-similar to the next, but the ends are far apart: no single chained group.
-    angles = np.radians([0, 18, 36, 54])
+def test_members_join_the_leader_or_its_matches_but_no_longer_chain():
+    # Each vector is 0.95-similar to the next, but the ends are far apart: one hop from the leader, no further.
+    angles = np.radians([0, 18, 36, 54, 72])
     X = np.c_[np.cos(angles), np.sin(angles)]
     groups = group_near_duplicates(X, 0.94)
-    assert groups[0] == groups[1] and groups[2] != groups[0] and groups[2] == groups[3]
+    assert groups[0] == groups[1] == groups[2] and groups[3] != groups[0] and groups[3] == groups[4]
 
 
 def test_group_leader_is_the_best_scoring_member_and_ids_follow_rank():
