@@ -138,3 +138,16 @@ def test_suggest_refuses_a_model_of_another_feature_space(loop_store, tmp_path):
         st.add(["cd" * 32], X[:1], [["/x.jpg"]])
     r = runner.invoke(app, ["suggest", str(model), "--store", str(other)])
     assert r.exit_code == 1 and "error:" in r.output
+
+
+@pytest.mark.weights
+def test_label_featurizes_files_the_store_lacks_first(tmp_path, featurizer, make_pictures):
+    from stylesift.review.labels import LabelItem, record_labels
+
+    pictures = make_pictures(tmp_path / "new", 2)
+    store = tmp_path / "fresh.h5"
+    result = record_labels(store, [LabelItem(str(p), "good") for p in pictures], reviewer="ann", featurizer=featurizer)
+    assert result.featurized == 2 and len(result.recorded) == 2
+    st = FeatureStore(store)
+    assert len(st) == 2 and list(st.labels) == ["good", "good"]
+    assert {v.sha256 for v in st.verdicts()} == set(st.sha256)
