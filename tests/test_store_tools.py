@@ -49,6 +49,10 @@ def test_check_finds_a_flipped_bit_names_file_and_rows_and_repair_moves_it_aside
     assert not info["healthy"] and info["problems"][0]["rows"] == [0, 19]
     train = cli("compare", "--store", path, "--positive", "x")  # any command reading the features: one line
     assert "Traceback" not in train.stderr
+    shown = cli("info", path)  # info reads every chunk: the damage is named with its file and rows
+    assert shown.returncode == 1 and str(seg) in shown.stderr and "rows 0-19" in shown.stderr, shown.stderr
+    assert "Traceback" not in shown.stderr
+    assert cli("info", path, "--no-verify").returncode == 0  # counts only
     fixed = cli("store", "check", path, "--repair")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "moved to" in fixed.stdout
@@ -98,3 +102,12 @@ def test_bench_store_prints_the_table(tmp_path):
     table = store_bench.table(results)
     assert "| 3,000 |" in table and "add 2,000 + close" in table
     assert not list(tmp_path.iterdir())  # the synthetic store is removed
+
+
+def test_train_on_a_flipped_bit_names_the_file_and_rows(tmp_path):
+    path = tmp_path / "s.h5"
+    build(path, label_first=10)  # rows 0-9 labelled "good"
+    seg = damage_features(path, 5)
+    done = cli("train", "--store", path, "--positive", "good", "--method", "nearest-positives", "--out", tmp_path / "m.ssmodel")
+    assert done.returncode == 1 and str(seg) in done.stderr and "rows 0-19" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "m.ssmodel").exists()
