@@ -78,7 +78,7 @@ def simulate(X: np.ndarray, y: np.ndarray, *, strategy: str = "suggest", method:
 
 def bench_loop(stores: dict[str, object], *, positive: str = "positive", negative: str = "negative",
                method: str = "two-class", seeds: int = 3, rounds: int = 5, per_round: int = 20, start: int = 10,
-               progress=None) -> dict:
+               feature_set: str = "pooled", progress=None) -> dict:
     """:func:`simulate` for both strategies and ``seeds`` seeds on each store (task name -> store path).
 
     Returns ``{"tasks": {task: {"suggest": [...], "random": [...]}}}`` where each list holds, per
@@ -86,9 +86,9 @@ def bench_loop(stores: dict[str, object], *, positive: str = "positive", negativ
     """
     from stylesift.classifiers.train import load_labelled
 
-    result = {"method": method, "seeds": seeds, "rounds": rounds, "per_round": per_round, "start": start, "tasks": {}}
+    result = {"method": method, "feature_set": feature_set, "seeds": seeds, "rounds": rounds, "per_round": per_round, "start": start, "tasks": {}}
     for task, store in stores.items():
-        data = load_labelled(store, positive, negative)
+        data = load_labelled(store, positive, negative, feature_set=feature_set)
         X, y = data.X, data.positive
         task_out = {"rows": int(len(y)), "positives": int(y.sum())}
         for strategy in ("suggest", "random"):

@@ -121,20 +121,26 @@ class ReviewRound:
         self.model = ModelState(Path(model), bundle)
         self.retraining: dict | None = None  # {"started", "error"?} while (or after a failed) retrain
         self.verdicts_at_last_train = 0
-        self._features = self._load_features()
+        self._features = self._load_features()  # pooled: near-duplicates, evidence, suggestion spread
+        self._model_features = self._load_features(model=True)  # the set the model scores
         self._rescore()
 
     # ------------------------------------------------------------------ scoring
-    def _load_features(self) -> np.ndarray:
+    def _load_features(self, model: bool = False) -> np.ndarray:
+        from stylesift.classifiers.feature_sets import bundle_set, check_set, load_features, store_fingerprints
         from stylesift.featurizer.store import FeatureStore
 
         st = FeatureStore(self.store)
+        if model:
+            check_set(self.model.bundle.summary, store_fingerprints(st), self.store)
         rows = st.rows_of([it["sha256"] for it in self.items]) if self.items else np.zeros(0, np.int64)
         missing = [it["path"] for it, r in zip(self.items, rows) if r < 0]
         if missing:
             raise ReviewError(f"{self.store}: {len(missing)} images of the batch are not in the store (first: {missing[0]}); "
                               "score them into this store first")
-        return st.features(rows) if len(rows) else np.zeros((0, 0), np.float32)
+        if not len(rows):
+            return np.zeros((0, 0), np.float32)
+        return load_features(st, rows, bundle_set(self.model.bundle.summary)) if model else st.features(rows)
 
     def _rescore(self) -> None:
         """Score the batch with the model in use; picks, borderline band, suggestions, evidence."""
@@ -143,7 +149,7 @@ class ReviewRound:
         from stylesift.review.suggest import suggest
 
         bundle = self.model.bundle
-        scores = bundle.score(self._features) if len(self.items) else np.zeros(0)
+        scores = bundle.score(self._model_features) if len(self.items) else np.zeros(0)
         rule = dict(self.selection)
         if not any(rule.get(k) is not None for k in ("threshold", "top_k", "top_fraction")):
             rule = {"threshold": bundle.threshold}
@@ -304,7 +310,10 @@ class ReviewRound:
             old = self.model
             # Rejections are the negative label; a one-class model uses them to validate when there are any.
             negative = self.negative_label if self._needs_negative() or self._has_label(self.negative_label) else None
-            bundle = train(self.store, self.positive_label, negative, self.method, n_jobs=1)
+            from stylesift.classifiers.feature_sets import bundle_set
+
+            bundle = train(self.store, self.positive_label, negative, self.method, n_jobs=1,
+                           feature_set=bundle_set(old.bundle.summary))
             path = numbered_model_path(old.path)
             bundle.save(path)
             loaded = Bundle.load(path, fingerprint=FeatureStore(self.store).fingerprint)

@@ -115,12 +115,16 @@ def suggest_from_store(model, store, n: int = 20, *, bundle=None) -> dict:
         if st.fingerprint is None:
             raise StoreError(f"{store}: the store holds no features yet; extract images into it first")
         bundle = Bundle.load(model, fingerprint=st.fingerprint)
+    from stylesift.classifiers.feature_sets import bundle_set, check_set, load_features, store_fingerprints
+
+    name = bundle_set(bundle.summary)  # the features the model was trained on (pooled, style, ...)
+    check_set(bundle.summary, store_fingerprints(st), store)
     labels = st.labels.astype(str)
     unlabelled = np.flatnonzero(labels == "")
     known = np.flatnonzero(np.isin(labels, [x for x in (bundle.positive_label, bundle.negative_label) if x]))
-    X = st.features(unlabelled) if len(unlabelled) else np.zeros((0, 0), np.float32)
+    X = load_features(st, unlabelled, name) if len(unlabelled) else np.zeros((0, 0), np.float32)
     scores = bundle.score(X)
-    picks = suggest(X, scores, bundle.threshold, n, labelled=st.features(known) if len(known) else None)
+    picks = suggest(X, scores, bundle.threshold, n, labelled=load_features(st, known, name) if len(known) else None)
     sha = st.sha256
     rows = []
     for p in picks:

@@ -153,13 +153,15 @@ def bench_loop(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds of labelling.")] = 5,
     n: Annotated[int, typer.Option("--n", min=1, help="Labels added per round.")] = 20,
     start: Annotated[int, typer.Option("--start", min=2, help="Starting labels per class.")] = 10,
+    features: Annotated[str, typer.Option("--features", help="Feature set the model learns from (pooled, style, "
+                                                             "pooled+style).")] = "pooled",
     json_out: JsonOpt = False,
 ):
     """Simulate the review loop on labelled stores: suggestions against random picks, accuracy and ROC AUC per round."""
     from stylesift.review.loop_bench import bench_loop as run
 
     result = run({p.stem: p for p in stores}, positive=positive, negative=negative, method=method, seeds=seeds,
-                 rounds=rounds, per_round=n, start=start,
+                 rounds=rounds, per_round=n, start=start, feature_set=features,
                  progress=None if json_out else (lambda task, strategy, seed: say(f"  {task}: {strategy}, seed {seed} done")))
     if json_out:
         print_json(result)

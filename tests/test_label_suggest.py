@@ -151,3 +151,24 @@ def test_label_featurizes_files_the_store_lacks_first(tmp_path, featurizer, make
     st = FeatureStore(store)
     assert len(st) == 2 and list(st.labels) == ["good", "good"]
     assert {v.sha256 for v in st.verdicts()} == set(st.sha256)
+
+
+def test_suggest_scores_with_the_feature_set_the_model_was_trained_on(loop_store, tmp_path):
+    store, _, _, _ = loop_store
+    rng = np.random.default_rng(5)
+    S = np.zeros((100, 4), np.float32)
+    S[:20, 0], S[20:40, 1] = 1.0, 1.0  # the style set separates the labelled rows on its own axes
+    S[40:] = np.c_[np.zeros(60), np.ones(60), np.zeros((60, 2))]  # unlabelled rows: clearly negative ...
+    S[70:80] = [0.5, 0.5, 0, 0]  # ... except ten that sit on the style model's boundary
+    S += 0.01 * rng.random(S.shape).astype(np.float32)
+    style_fp = {"feature_set": "style-test", "feature_dim": 4}
+    with FeatureStore(store, "a") as st:
+        st.declare_set("style", style_fp)
+        st.add_features("style", list(st.sha256), S)
+    y = np.r_[np.ones(20, bool), np.zeros(20, bool)]
+    est = TwoClassSVM(n_jobs=1).fit(S[:40], y)
+    model = Bundle(pipeline=est.pipeline_, threshold=est.threshold_, method="two-class", positive_label="good",
+                   negative_label="bad", fingerprint=FP,
+                   summary={"feature_set": "style", "feature_set_fingerprint": style_fp}).save(tmp_path / "style.ssmodel")
+    out = json.loads(runner.invoke(app, ["suggest", str(model), "--store", str(store), "--n", "5", "--json"]).output)
+    assert sum(70 <= s["row"] < 80 for s in out["suggestions"]) >= 4
