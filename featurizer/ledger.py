@@ -33,6 +33,7 @@ class ExtractReport:
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: seen by a folder walk, not tried
     runtime: str | None = None  # what computed the new features (None when no network ran)
     precision: str = "float32"
+    segments_attached: int = 0  # Ray: batches that workers wrote as segments on the shared file system
 
     @property
     def images_per_second(self) -> float:
@@ -43,7 +44,7 @@ class ExtractReport:
                 "unchanged_failures": self.unchanged_failures, "skipped": len(self.skipped), "rows": self.rows,
                 "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
                 "interrupted": self.interrupted, "store": self.store, "precision": self.precision,
-                "runtime": self.runtime}
+                "runtime": self.runtime, "segments_attached": self.segments_attached}
 
 
 @dataclass

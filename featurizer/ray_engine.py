@@ -22,6 +22,7 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -106,12 +107,17 @@ class RayEngine:
     start_timeout : float
         Seconds to wait for the workers to load the network before giving up (an autoscaling
         cluster may need minutes to add nodes).
+    write_segments : bool or None
+        Where a worker sees the store's folder (a shared file system), it writes each batch as a
+        segment file of its own and the driver only attaches it: features never travel through Ray.
+        None (default): each worker finds out by looking for a probe file the driver leaves there;
+        False: features always travel to the driver, which writes them.
     """
 
     def __init__(self, weights: Weights | str | os.PathLike | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  workers: int | None = None, address: str | None = None, cpus_per_worker: int = 1,
                  ship_weights: bool = True, runtime_env: dict | None = None, max_retries: int = 3,
-                 start_timeout: float = 600.0, input_size: int = INPUT_SIZE):
+                 start_timeout: float = 600.0, input_size: int = INPUT_SIZE, write_segments: bool | None = None):
         self.weights = weights
         self.batch_size = batch_size
         self.workers = workers
@@ -122,6 +128,7 @@ class RayEngine:
         self.max_retries = max_retries
         self.start_timeout = start_timeout
         self.input_size = input_size
+        self.write_segments = write_segments
 
     # ------------------------------------------------------------------ public
     def extract(self, paths: Iterable[str | os.PathLike], store: str | os.PathLike, *, label: str | None = None,
@@ -283,6 +290,15 @@ class _Run:
         self.engine, self.st, self.label = engine, st, label
         self.total, self.progress, self.done = total, progress, 0
         self.ledger = Ledger(st, report, label)
+        self.report = report
+        self.drop: tuple[str, str] | None = None  # (folder workers write segments into, run token)
+        if engine.write_segments is not False:
+            # Absolute: Ray workers run in a folder of their own. Only workers that see the probe write there.
+            incoming = st.incoming.resolve()
+            incoming.mkdir(parents=True, exist_ok=True)
+            token = uuid.uuid4().hex
+            (incoming / f".probe-{token}").write_text("stylesift: workers that can read this write their own segments\n")
+            self.drop = (str(incoming), token)
         self.batch: list[PreparedFile] = []
         self.in_flight: dict = {}  # ObjectRef → _Batch
         self.lost: list[_Batch] = []
@@ -301,6 +317,10 @@ class _Run:
 
     def finish(self) -> None:
         self.ledger.finish()
+        if self.drop is not None:
+            folder, token = Path(self.drop[0]), self.drop[1]
+            for leftover in folder.glob(f"*{token}*"):  # the probe, and segments of batches lost on the way
+                leftover.unlink(missing_ok=True)
 
     def _classify(self, item: PreparedFile) -> None:
         outcome = self.ledger.classify(item)
@@ -323,7 +343,8 @@ class _Run:
             load[b.worker] += 1
         batch = _Batch(self.batch, worker=int(np.argmin(load)))
         self.batch = []
-        ref = actors[batch.worker].featurize.remote([(it.sha256, str(it.path)) for it in batch.items])
+        ref = actors[batch.worker].featurize.remote([(it.sha256, str(it.path)) for it in batch.items], drop=self.drop,
+                                                    label=self.label)
         self.in_flight[ref] = batch
 
     def _collect(self, block: bool) -> None:
@@ -345,12 +366,23 @@ class _Run:
             self._store(batch, result)
 
     def _store(self, batch: _Batch, result: dict) -> None:
-        ok, feats, bad = split_finite(list(result["sha256"]), result["features"])
-        for sha in bad:  # refused by the store: reported with the file, the run goes on
-            self._tick(self.ledger.failed(sha, f"{self.ledger.paths_of(sha)[0]}: {NONFINITE}"))
-        if ok:
-            self.st.add(ok, feats, [self.ledger.paths_of(sha) for sha in ok], self.label)
+        if result.get("segment"):
+            # Written by the worker on the shared file system (finite rows only): attach it, then record
+            # the other names each content was met under.
+            ok = list(result["sha256"])
+            self.st.attach_segment(result["segment"])
+            self.report.segments_attached += 1
+            for sha in ok:
+                for extra in self.ledger.paths_of(sha)[1:]:
+                    self.st.update(sha, path=extra)
             self._tick(self.ledger.stored(ok))
+        else:
+            ok, feats, bad = split_finite(list(result["sha256"]), result["features"])
+            for sha in bad:  # refused by the store: reported with the file, the run goes on
+                self._tick(self.ledger.failed(sha, f"{self.ledger.paths_of(sha)[0]}: {NONFINITE}"))
+            if ok:
+                self.st.add(ok, feats, [self.ledger.paths_of(sha) for sha in ok], self.label)
+                self._tick(self.ledger.stored(ok))
         for sha, error in result["errors"].items():
             self._tick(self.ledger.failed(sha, error))
         self.ledger.drop(batch.sha256s)  # anything the worker returned neither way
@@ -430,11 +462,14 @@ class _Worker:
                 "fingerprint_id": fingerprint_id(self.fingerprint) if self.fingerprint else None,
                 "versions": _versions()}
 
-    def featurize(self, batch: list[tuple[str, str]]) -> dict:
+    def featurize(self, batch: list[tuple[str, str]], drop: tuple[str, str] | None = None, label: str | None = None) -> dict:
         """Decode and featurize ``[(sha256, path), ...]``.
 
         Returns ``{"sha256": [...], "features": float32 (n_ok, 2048), "errors": {sha256: reason}}``:
         the contents that worked, in order, and the reason (naming the file) for each that did not.
+        When ``drop`` is ``(folder, token)`` and this worker sees the driver's probe file in that folder,
+        the finite rows are written there as a segment file instead: ``"segment"`` is its path and
+        ``"features"`` is empty; non-finite rows are then among the ``errors``.
         """
         if self.refused:
             raise WorkerMismatch(self.refused)
@@ -454,7 +489,29 @@ class _Worker:
                 ok.append(sha)
                 images.append(item.image)
         features = self.backbone(np.stack(images)) if images else np.zeros((0, 2048), np.float32)
+        if ok and drop is not None and os.path.exists(os.path.join(drop[0], f".probe-{drop[1]}")):
+            path_of = dict(batch)
+            good, feats, bad = split_finite(ok, features)
+            for sha in bad:
+                errors[sha] = f"{path_of[sha]}: {NONFINITE}"
+            segment = _write_own_segment(drop, good, feats, [path_of[sha] for sha in good], label) if good else None
+            return {"sha256": good, "features": np.zeros((0, features.shape[1]), np.float32), "errors": errors,
+                    "segment": segment}
         return {"sha256": ok, "features": features, "errors": errors}
+
+
+def _write_own_segment(drop: tuple[str, str], sha256s: list[str], features: np.ndarray, paths: list[str],
+                       label: str | None) -> str:
+    """Write one batch as a segment file in the store's incoming folder (temp name, then rename); its path."""
+    from stylesift.featurizer.segments import write_segment
+
+    folder, token = drop
+    final = os.path.join(folder, f"{token}-{uuid.uuid4().hex[:12]}.h5")
+    tmp = final + ".tmp"
+    write_segment(Path(tmp), np.array(sha256s, "S64"), {"pooled": np.asarray(features, np.float32)},
+                  [label or ""] * len(sha256s), [[os.fsencode(p)] for p in paths], np.full(len(sha256s), time.time()))
+    os.replace(tmp, final)
+    return final
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:

@@ -108,6 +108,8 @@ def test_ray_store_equals_local_store(engine, inputs, local_store, tmp_path):
     report = engine.extract(inputs, store, label="good")
     assert (report.new, report.cached, report.rows) == (30, 1, 30)
     assert [Path(s["path"]).name for s in report.skipped] == ["notes.txt"]  # as the local walk reports it
+    # This cluster shares the file system: workers wrote their batches as segments, the driver attached them.
+    assert report.segments_attached > 0 and not list((store.parent / "ray.h5.parts" / "incoming").glob("*"))
     local = contents(local_store)
     assert {f["path"]: f["error"] for f in report.failed} == local["failures"]
     assert_same_store(store, local_store)
@@ -120,6 +122,16 @@ def test_ray_store_equals_local_store(engine, inputs, local_store, tmp_path):
     assert not hasattr(fresh, "workers_")
     with FeatureStore(store) as st:
         assert st.label_counts() == {"ordinary": 30}
+
+
+def test_features_sent_to_the_driver_give_the_same_store(engine, inputs, local_store, tmp_path):
+    engine.write_segments = False  # the same workers (the cluster has no CPU for more), features through Ray
+    try:
+        report = engine.extract(inputs, tmp_path / "sent.h5", label="good")
+    finally:
+        engine.write_segments = None
+    assert report.segments_attached == 0 and (report.new, report.cached) == (30, 1)
+    assert_same_store(tmp_path / "sent.h5", local_store)
 
 
 def test_killing_a_worker_mid_run_loses_and_duplicates_nothing(engine, inputs, local_store, tmp_path):
