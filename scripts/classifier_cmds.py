@@ -304,7 +304,7 @@ def _compare_sets(positive, store, negative, folds, methods, target_recall, plot
         print_json(out)
         return
     for n, r in out["feature_sets"].items():
-        _table(f"{store} [{n}, {r['feature_dim']}-d]: {r['positives']} {positive} vs {r['negatives']} {negative}, "
+        _table(f"{store}, feature set {n} ({r['feature_dim']}-d): {r['positives']} {positive} vs {r['negatives']} {negative}, "
                f"{r['folds']} folds (mean ± std)",
                ["method", "accuracy", "ROC AUC", "avg precision", "precision@5%", "recall", "specificity", "fit s"],
                _method_rows(r))
