@@ -39,15 +39,12 @@ as ``STORE.h5.v1-backup`` (and its journal as ``STORE.h5.journal.v1-backup``).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -57,6 +54,38 @@ import numpy as np
 
 from stylesift.featurizer import segments as seglib
 from stylesift.featurizer.space import require_same
+from stylesift.featurizer.store_files import (  # noqa: F401  (CRASH_POINTS, FORMAT*: part of this module's API)
+    CRASH_POINTS,
+    FORMAT,
+    FORMAT_VERSION,
+)
+from stylesift.featurizer.store_files import (
+    b64 as _b64,
+)
+from stylesift.featurizer.store_files import (
+    checksum as _checksum,
+)
+from stylesift.featurizer.store_files import (
+    crash_point as _crash_point,
+)
+from stylesift.featurizer.store_files import (
+    empty_manifest as _empty_manifest,
+)
+from stylesift.featurizer.store_files import (
+    fsync as _fsync,
+)
+from stylesift.featurizer.store_files import (
+    fsync_dir as _fsync_dir,
+)
+from stylesift.featurizer.store_files import (
+    read_json as _read_json,
+)
+from stylesift.featurizer.store_files import (
+    unb64 as _unb64,
+)
+from stylesift.featurizer.store_files import (
+    write_json_atomic as _write_json_atomic,
+)
 from stylesift.featurizer.store_types import (
     Failure,
     FeatureSpaceMismatch,
@@ -70,16 +99,9 @@ from stylesift.featurizer.store_types import (
 __all__ = ["FeatureStore", "StoreError", "FeatureSpaceMismatch", "Failure", "Verdict", "display_path",
            "path_fields", "CRASH_POINTS", "FORMAT", "FORMAT_VERSION"]
 
-FORMAT = "stylesift-store"
-FORMAT_VERSION = 2
 _LOG = logging.getLogger("stylesift.store")
 FOLD_RECORDS = 32
 MERGE_ROWS = 32768
-# Fault-injection points, in the order a write, a merge, a fold, a commit and an upgrade pass them.
-CRASH_POINTS = ("segment-tmp-written", "segment-renamed", "manifest-tmp-written", "manifest-renamed",
-                "log-tmp-written", "log-renamed", "merge-written", "merge-manifest-renamed",
-                "merge-sources-deleted", "fold-meta-written", "fold-manifest-renamed", "fold-records-deleted",
-                "top-renamed", "upgrade-parts-renamed", "upgrade-old-moved")
 
 
 def _extract_hint(path, name: str) -> str:
@@ -1307,11 +1329,6 @@ def split_finite(sha256s: Sequence[str], features) -> tuple[list[str], object, l
     return ([s for s, g in zip(sha256s, good) if g], kept, [s for s, g in zip(sha256s, good) if not g])
 
 
-def _empty_manifest() -> dict:
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "generation": 0, "epoch": 0, "layout": 0,
-            "rows": 0, "next_id": 1, "feature_sets": {}, "segments": [], "patches": [], "meta": None, "log_seq": 0}
-
-
 def _is_legacy(path: Path) -> bool:
     """A format_version 1 store (main file and/or journal) without a current manifest."""
     if (path.with_name(path.name + ".parts") / "manifest.json").exists():
@@ -1362,48 +1379,6 @@ def _h5_reason(exc: BaseException) -> str:
     return text.split("(", 1)[0].strip() or type(exc).__name__
 
 
-def _b64(p: str | bytes) -> str:
-    return base64.b64encode(path_bytes(p)).decode("ascii")
-
-
-def _unb64(s: str) -> bytes:
-    return base64.b64decode(s.encode("ascii"))
-
-
-def _checksum(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _write_json_atomic(target: Path, body: dict, folder: Path, point: str | None = None, sync_dir: bool = True) -> None:
-    body = {k: v for k, v in body.items() if k != "checksum"}
-    text = json.dumps({**body, "checksum": _checksum(body)}, separators=(",", ":"))
-    tmp = folder / f".{target.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="ascii") as fh:
-            fh.write(text)
-            fh.flush()
-            if point:
-                _crash_point(point)
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    if sync_dir:
-        _fsync_dir(folder)
-
-
-def _read_json(path: Path, remedy: str) -> dict:
-    raw = path.read_bytes()  # FileNotFoundError propagates: a writer folded it meanwhile
-    try:
-        body = json.loads(raw)
-        if not isinstance(body, dict) or body.get("checksum") != _checksum({k: v for k, v in body.items()
-                                                                           if k != "checksum"}):
-            raise ValueError("its checksum does not match its content")
-    except ValueError as exc:
-        raise StoreError(f"{path}: damaged record of the store ({exc}); {remedy}") from None
-    return body
-
-
 def _apply(state: dict, body: dict) -> None:
     for upd in body.get("updates", []):
         if "label" in upd:
@@ -1417,37 +1392,3 @@ def _apply(state: dict, body: dict) -> None:
         state["failures"][raw] = Failure(os.fsdecode(raw), int(size), float(mtime), reason)
     for p in body.get("clear", []):
         state["failures"].pop(_unb64(p), None)
-
-
-_crash_counts: dict[str, int] = {}
-
-
-def _crash_point(name: str) -> None:
-    """SIGKILL this process here if ``$STYLESIFT_CRASH_AT`` names this point (fault injection for tests).
-
-    ``STYLESIFT_CRASH_AT=manifest-renamed:2`` kills at the second time a manifest has been renamed.
-    """
-    spec = os.environ.get("STYLESIFT_CRASH_AT")
-    if not spec:
-        return
-    point, _, nth = spec.partition(":")
-    if point != name:
-        return
-    _crash_counts[name] = _crash_counts.get(name, 0) + 1
-    if _crash_counts[name] >= int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        _fsync(path)
-    except OSError:
-        pass  # some filesystems do not allow fsync on directories

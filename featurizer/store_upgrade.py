@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from stylesift.featurizer import segments as seglib
+from stylesift.featurizer import store_files as F
 from stylesift.featurizer.store_types import StoreError, path_bytes
 
 _LOG = logging.getLogger("stylesift.store")
@@ -33,8 +34,6 @@ def _backup_name(path, suffix: str):
 
 def finish_upgrade(store) -> None:
     """Move a v1 main file (and journal) aside when parts exist already (an upgrade killed after its rename)."""
-    from stylesift.featurizer import store as S
-
     if store.path.is_file():
         try:
             with h5py.File(store.path, "r") as f:
@@ -45,14 +44,13 @@ def finish_upgrade(store) -> None:
             backup = _backup_name(store.path, ".v1-backup")
             os.replace(store.path, backup)
             _LOG.warning("%s: upgraded to store format %d; the old file is kept as %s", store.path,
-                         S.FORMAT_VERSION, backup)
+                         F.FORMAT_VERSION, backup)
     journal = store.path.with_name(store.path.name + ".journal")
     if journal.is_dir():
         os.replace(journal, _backup_name(journal, ".v1-backup"))
 
 
 def upgrade(store) -> None:
-    from stylesift.featurizer import store as S
     from stylesift.featurizer.store_v1 import V1Store
 
     try:
@@ -71,7 +69,7 @@ def upgrade(store) -> None:
         shutil.rmtree(work, ignore_errors=True)
         raise StoreError(f"{store.path}: upgrading this store to the current format needs about {need >> 20} MiB "
                          f"free, {free >> 20} MiB are; free some space and run again (nothing was changed)")
-    m = S._empty_manifest()
+    m = F.empty_manifest()
     if fp:
         m["feature_sets"] = {"pooled": fp}
     sha_all = np.asarray(old._sha, dtype="S64")
@@ -82,7 +80,7 @@ def upgrade(store) -> None:
         seglib.write_segment(work / name, sha_all[lo:hi], {"pooled": old.features(np.arange(lo, hi))},
                              list(old._label[lo:hi]), [[path_bytes(p) for p in ps] for ps in old._paths[lo:hi]],
                              np.asarray(old._added[lo:hi], np.float64))
-        S._fsync(work / name)
+        F.fsync(work / name)
         m["segments"].append({"name": name, "rows": hi - lo, "sets": ["pooled"]})
     m["rows"] = n
     m["layout"] = 1
@@ -90,17 +88,17 @@ def upgrade(store) -> None:
     if failures:
         name = f"meta-{m['next_id']:06d}.json"
         m["next_id"] += 1
-        S._write_json_atomic(work / name, {"format": "stylesift-store-meta", "log_seq": 0, "labels": {}, "paths": {},
-                                           "verdicts": [], "failures": [[S._b64(f.path), f.size, f.mtime, f.reason]
+        F.write_json_atomic(work / name, {"format": "stylesift-store-meta", "log_seq": 0, "labels": {}, "paths": {},
+                                           "verdicts": [], "failures": [[F.b64(f.path), f.size, f.mtime, f.reason]
                                                                         for f in failures]}, work)
         m["meta"] = name
     m["generation"] = 1
     body = {k: v for k, v in m.items() if k != "checksum"}
-    S._write_json_atomic(work / "manifest.json", body, work)
-    S._fsync_dir(work)
+    F.write_json_atomic(work / "manifest.json", body, work)
+    F.fsync_dir(work)
     os.replace(work, store.parts)
-    S._fsync_dir(store.path.parent)
-    S._crash_point("upgrade-parts-renamed")
+    F.fsync_dir(store.path.parent)
+    F.crash_point("upgrade-parts-renamed")
     finish_upgrade(store)
-    S._crash_point("upgrade-old-moved")
+    F.crash_point("upgrade-old-moved")
     _LOG.info("%s: upgraded %d rows (%s)", store.path, n, json.dumps({"segments": len(m["segments"])}))
