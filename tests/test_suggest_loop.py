@@ -30,3 +30,27 @@ def test_unknown_strategy_is_refused():
     X, y = _task()
     with pytest.raises(ValueError, match="strategy"):
         simulate(X, y, strategy="oracle", rounds=1)
+
+
+def test_bench_loop_command_prints_a_table_per_task(tmp_path):
+    import hashlib
+    import json
+
+    from typer.testing import CliRunner
+
+    from stylesift.cli.main import app
+    from stylesift.featurizer.store import FeatureStore
+
+    X, y = _task(120)
+    store = tmp_path / "toy-task.h5"
+    shas = [hashlib.sha256(f"row {i}".encode()).hexdigest() for i in range(len(y))]
+    with FeatureStore(store, "a", fingerprint={"backbone": "test", "feature_dim": 16}) as st:
+        for label, mask in (("positive", y), ("negative", ~y)):
+            idx = np.flatnonzero(mask)
+            st.add([shas[i] for i in idx], X[idx], [[f"/x/{i}.jpg"] for i in idx], label=label)
+    args = ["bench", "loop", "--store", str(store), "--seeds", "1", "--rounds", "2", "--n", "5", "--start", "5"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "toy-task (120 images" in r.output and "suggest: rest" in r.output
+    out = json.loads(CliRunner().invoke(app, args + ["--json"]).stdout)
+    assert [row["labels"] for row in out["tasks"]["toy-task"]["suggest"]] == [10, 15, 20]
