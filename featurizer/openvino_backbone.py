@@ -84,7 +84,10 @@ def int8_fingerprint(base: dict) -> dict:
 def model_path(weights: Weights, precision: str, feature_sets: tuple[str, ...], input_size: int = INPUT_SIZE,
                cache: Path | None = None) -> Path:
     """Where the IR of this precision, weights and feature sets is cached (``.xml``; ``.bin`` beside it)."""
-    sets = "+".join(feature_sets)
+    from stylesift.featurizer.style import STYLE_VERSION
+
+    # A set's recipe is part of the name: a network built for an older style set is never reused.
+    sets = "+".join(f"style{STYLE_VERSION}" if name == "style" else name for name in feature_sets)
     recipe = INT8_RECIPE_ID if precision == "int8" else CONVERSION_ID
     return (cache or cache_dir()) / f"resnet50-openvino-{precision}-{weights.fingerprint[:16]}-{sets}-{input_size}-{recipe}.xml"
 
