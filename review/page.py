@@ -184,12 +184,17 @@ function give(id, verdict) {
   s.classList.remove("error");
   if (verdict === "skip") { s.textContent = "skipped (no verdict)"; focusCard(order.indexOf(id) + 1); return; }
   s.textContent = "saving…"; pending++;
-  api("/api/verdict", {method: "POST", body: JSON.stringify({id: id, verdict: verdict, note: note})}).then(res => {
+  const attempt = n => api("/api/verdict", {method: "POST", body: JSON.stringify({id: id, verdict: verdict, note: note})}).then(res => {
+    if (res.status === 503 && n < 30) {  // the store is busy (a long extract writes it): not saved yet, try again
+      s.textContent = "NOT saved yet: the store is busy, retrying (" + (n + 1) + ")…";
+      return new Promise(ok => setTimeout(ok, 2000)).then(() => attempt(n + 1));
+    }
     if (!res.ok) { s.textContent = "NOT saved: " + (res.body.error || res.status); s.classList.add("error"); return; }
     state.items[id].verdict = {label: res.body.label, positive: verdict === "positive", reviewer: state.reviewer, note: note, time: res.body.time, this_round: true};
     markVerdict(id);
     return refresh();
-  }).catch(() => { s.textContent = "NOT saved: the server does not answer"; s.classList.add("error"); })
+  });
+  attempt(0).catch(() => { s.textContent = "NOT saved: the server does not answer"; s.classList.add("error"); })
     .finally(() => { pending--; });
   focusCard(order.indexOf(id) + 1);
 }

@@ -122,3 +122,24 @@ def test_the_page_says_when_a_verdict_was_not_saved(tmp_path, browser):
         sync_api.expect(page.locator(f'.card[data-id="{pick}"] .saved')).to_contain_text("NOT saved")
         page.close()
     assert FeatureStore(store).verdicts() == []
+
+
+def test_a_verdict_given_while_an_extract_holds_the_store_is_saved_once_it_is_free(tmp_path, browser):
+    rnd, store, _, _ = build_round(tmp_path)
+    rnd.lock_timeout = 0.3
+    with running(rnd) as base:
+        page = browser.new_page()
+        page.goto(f"{base}/?token={rnd.token}")
+        page.wait_for_selector("#picks .card")
+        pick = rnd.sections["picks"][0]
+        saved = page.locator(f'.card[data-id="{pick}"] .saved')
+        writer = FeatureStore(store, "a")  # what a daily extract does for its whole run
+        try:
+            page.keyboard.press("a")
+            sync_api.expect(saved).to_contain_text("NOT saved yet: the store is busy")
+            assert FeatureStore(store).verdicts() == []
+        finally:
+            writer.close()
+        sync_api.expect(saved).to_have_text("saved: good (tester)", timeout=20000)
+        page.close()
+    assert [v.label for v in FeatureStore(store).verdicts()] == ["good"]
