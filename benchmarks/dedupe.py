@@ -89,11 +89,13 @@ def main() -> None:
     pool = unit_rows(np.vstack(pool))
     pool_sha = np.array(pool_sha)
     rng = np.random.default_rng(args.seed)
-    originals = []
+    originals, tasks = [], []
     for task in sorted(p for p in args.data.iterdir() if p.is_dir() and (not args.tasks or p.name in args.tasks)):
         for cls in ("positive", "negative"):
             files = sorted((task / cls).glob("*"))
-            originals += [files[i] for i in rng.choice(len(files), min(args.per_task, len(files)), replace=False)]
+            picked = [files[i] for i in rng.choice(len(files), min(args.per_task, len(files)), replace=False)]
+            originals += picked
+            tasks += [task.name] * len(picked)
     featurizer = Featurizer()
     images, owner, kinds = [], [], []
     for i, path in enumerate(originals):
@@ -147,6 +149,18 @@ def main() -> None:
         str(t): {"reposts_missed": round(float(np.mean(all_ham > t)), 4),
                  "others_merged": round(float(np.mean(np.array(nearest_ham) <= t)), 4)}
         for t in (4, 8, 10, 12, 16)}
+    # Per task: how close the most similar other photo comes, and what the default rule merges.
+    from stylesift.review.dedupe import DEFAULT_THRESHOLD, MAX_HAMMING
+
+    tasks_a, nc, nh = np.array(tasks), np.array(nearest_cos), np.array(nearest_ham)
+    result["per_task"] = {
+        t: {"nearest_other_cosine": _stats(nc[tasks_a == t]), "nearest_other_hamming": _stats(nh[tasks_a == t]),
+            "others_merged_by_default_rule": round(float(np.mean((nc[tasks_a == t] >= DEFAULT_THRESHOLD)
+                                                                 | (nh[tasks_a == t] <= MAX_HAMMING))), 4),
+            "reposts_missed_by_default_rule": round(float(np.mean(
+                (all_cos[np.tile(tasks_a, len(VARIANTS)) == t] < DEFAULT_THRESHOLD)
+                & (all_ham[np.tile(tasks_a, len(VARIANTS)) == t] > MAX_HAMMING))), 4)}
+        for t in dict.fromkeys(tasks)}
     print(json.dumps(result, indent=2))
 
 
