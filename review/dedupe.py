@@ -150,7 +150,7 @@ def select_distinct(scores: np.ndarray, groups: np.ndarray, **rule) -> tuple[np.
     under a threshold, a group is selected when its leader reaches it. Returns the mask of shape
     ``(n,)`` and the rule, with ``"dedupe_groups"`` (the number of groups) added.
     """
-    from stylesift.classifiers.predict import select
+    from stylesift.classifiers.selection import select
 
     scores = np.asarray(scores, dtype=float)
     order = np.argsort(-scores, kind="stable")

@@ -144,7 +144,7 @@ class ReviewRound:
 
     def _rescore(self) -> None:
         """Score the batch with the model in use; picks, borderline band, suggestions, evidence."""
-        from stylesift.classifiers.predict import select
+        from stylesift.classifiers.selection import select
         from stylesift.review.dedupe import group_by_score, group_sizes, select_distinct
         from stylesift.review.suggest import suggest
 

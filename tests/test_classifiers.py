@@ -14,8 +14,8 @@ from stylesift.classifiers.head import OutputLayerHead
 from stylesift.classifiers.one_class import ARTICLE_DEFAULT as OC_ARTICLE
 from stylesift.classifiers.one_class import NO_NEGATIVES_DEFAULT, OneClassSVMModel
 from stylesift.classifiers.one_class import make_pipeline as oc_pipeline
-from stylesift.classifiers.predict import select
 from stylesift.classifiers.preprocess import CappedPCA, PowerNormalizer
+from stylesift.classifiers.selection import select
 from stylesift.classifiers.two_class import ARTICLE_DEFAULT, TwoClassSVM
 
 

@@ -115,7 +115,7 @@ def test_model_info_names_what_a_hostile_or_damaged_file_holds_and_runs_nothing(
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_the_python_api_refuses_non_finite_thresholds_too(value):
-    from stylesift.classifiers.predict import select
+    from stylesift.classifiers.selection import select
 
     with pytest.raises(ValueError, match="finite"):
         select(np.zeros(3), threshold=value)
