@@ -49,6 +49,39 @@ class ScoreResult:
     def to_dict(self) -> dict:
         return {"rows": self.rows, "failed": self.failed, "selection": self.selection, "interrupted": self.interrupted}
 
+    def write_csv(self, path) -> Path:
+        """Write the scores CSV (path, sha256, score, selected, error, path_b64, group, group_size), atomically.
+
+        The one writer of it (the CLI's ``score --out`` and the demo). ``group``/``group_size`` are the
+        near-duplicate group (empty without dedupe). ``path`` is the printable form (bytes that are not
+        UTF-8 shown as U+FFFD); ``path_b64`` holds the exact name's bytes in base64, only for such names.
+        Failed files come last, with an empty score and their error.
+        """
+        import csv
+
+        from stylesift.featurizer.store import display_path, path_fields
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(["path", "sha256", "score", "selected", "error", "path_b64", "group", "group_size"])
+                for r in self.rows:
+                    shown = path_fields(r["path"])
+                    w.writerow([shown["path"], r["sha256"], repr(r["score"]), int(r["selected"]), "",
+                                shown.get("path_b64", ""), r.get("group", ""), r.get("group_size", "")])
+                for f in self.failed:
+                    shown = path_fields(f["path"])
+                    w.writerow([shown["path"], "", "", "", display_path(f["error"]), shown.get("path_b64", "")])
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+
 
 class Predictor:
     """A bundle, a featurizer and a feature store, ready to score image files.

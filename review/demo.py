@@ -8,7 +8,6 @@ one folder (``artifacts/demo`` by default); running it again reuses the cached f
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from stylesift.errors import StylesiftError
+from stylesift.review.dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
 from stylesift.review.demo_data import DemoSet, make_demo_set
 from stylesift.review.report import ReportSummary, write_score_report
 
@@ -133,8 +133,9 @@ def run_demo(root: str | os.PathLike = DEFAULT_ROOT, *, n_train: int = 40, n_new
 
     predictor = Predictor(bundle, store, featurizer=featurizer)
     with _maybe(progress, "scoring new uploads") as bar:
-        scored = predictor.score(images.new, progress=bar)
-    scores = write_scores_csv(root / "scores.csv", scored.rows + scored.failed)
+        # Reposts of one photo (the demo's crops) are one pick: grouped as `stylesift score` does by default.
+        scored = predictor.score(images.new, progress=bar, dedupe=DEDUPE_THRESHOLD)
+    scores = scored.write_csv(root / "scores.csv")
     report = write_score_report(root / "report.html", scored, bundle, store, model=model,
                                 title="stylesift demo: picks among new uploads")
     step("score", f"scored {len(scored.rows)} new uploads, wrote {scores} and {report.path}")
@@ -155,14 +156,3 @@ def _maybe(progress, description: str):
     from contextlib import nullcontext
 
     return progress(description) if progress is not None else nullcontext(None)
-
-
-def write_scores_csv(path: Path, rows: list[dict]) -> Path:
-    """One row per image: path, sha256, score, selected, error (empty when scored)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, ["path", "sha256", "score", "selected", "error"], extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({"error": "", **row})
-    return path

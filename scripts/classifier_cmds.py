@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import List, Optional
@@ -201,7 +200,7 @@ def score(
         result = predictor.score(paths, threshold=threshold, top_k=top_k, top_fraction=top_fraction, progress=bar,
                                  dedupe=None if no_dedupe else dedupe)
     if out:
-        write_scores_csv(out, result)
+        result.write_csv(out)
     if report:
         from stylesift.review.report import write_score_report
 
@@ -230,35 +229,6 @@ def score(
         raise typer.Exit(EXIT_INTERRUPTED)
     if result.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
-
-
-def write_scores_csv(path: Path, result) -> None:
-    """The scores CSV (path, sha256, score, selected, error, path_b64, group, group_size), written atomically.
-
-    The one writer of it. ``group``/``group_size`` are the near-duplicate group (empty with ``--no-dedupe``).
-
-    ``path`` is the printable form (bytes that are not UTF-8 shown as U+FFFD); ``path_b64`` holds the
-    exact name's bytes in base64, only for such names.
-    """
-    from stylesift.featurizer.store import display_path, path_fields
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["path", "sha256", "score", "selected", "error", "path_b64", "group", "group_size"])
-            for r in result.rows:
-                shown = path_fields(r["path"])
-                w.writerow([shown["path"], r["sha256"], repr(r["score"]), int(r["selected"]), "", shown.get("path_b64", ""),
-                            r.get("group", ""), r.get("group_size", "")])
-            for f in result.failed:
-                shown = path_fields(f["path"])
-                w.writerow([shown["path"], "", "", "", display_path(f["error"]), shown.get("path_b64", "")])
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _method_rows(out: dict) -> list[list[str]]:

@@ -52,7 +52,8 @@ def test_demo_scores_csv_matches_report(demo_run):
     with open(summary["scores"]) as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 9 and sum(r["error"] != "" for r in rows) == 1
-    selected = [r for r in rows if r["selected"] == "True"]
+    selected = [r for r in rows if r["selected"] == "1"]
+    assert all(r["group"] != "" for r in rows if r["error"] == "")  # near-duplicates grouped, as `score` does
     page = open(summary["report"]).read()
     section = re.search(r'<section id="selected">(.*?)</section>', page, re.S).group(1)
     names = re.findall(r'class="name" title="[^"]*">([^<]+)<', section)
