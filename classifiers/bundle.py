@@ -18,7 +18,7 @@ fingerprint and the library versions, before anything is built. The checksum cat
 truncated or spliced files; it is not a signature (whoever can write the file can rewrite the
 header), which is why the payload itself must be inert.
 
-Format 1 (``stylesift-bundle 1``, stylesift 0.2 and older) held a joblib pickle. It is refused
+Format 1 (``stylesift-bundle 1``, stylesift 0.1) held a joblib pickle. It is refused
 everywhere except :func:`upgrade` (``stylesift model upgrade OLD NEW --trust-pickle``), which the
 user runs knowingly on a file from a source they trust.
 """
@@ -374,7 +374,7 @@ def _read(path: Path, verify: bool = True) -> tuple[dict, bytes]:
         with open(path, "rb") as fh:
             magic = fh.read(len(MAGIC))
             if magic == LEGACY_MAGIC:
-                raise BundleError(f"{path}: a format-1 model bundle (stylesift 0.2 and older), which holds a pickle "
+                raise BundleError(f"{path}: a format-1 model bundle (stylesift 0.1), which holds a pickle "
                                   "that could run code when loaded; it is not loaded. If you trust where it came "
                                   f"from, convert it once with `{UPGRADE_COMMAND}` and use NEW.")
             if magic != MAGIC:
