@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import time
 import zipfile
 from pathlib import Path
@@ -52,6 +51,10 @@ import h5py
 import numpy as np
 
 from stylesift.featurizer.space import require_same
+from stylesift.featurizer.store_files import crash_point as _crash_point
+from stylesift.featurizer.store_files import fsync as _fsync
+from stylesift.featurizer.store_files import fsync_dir as _fsync_dir
+from stylesift.featurizer.store_types import Failure, FeatureSpaceMismatch, StoreError
 
 FORMAT = "stylesift-store"
 FORMAT_VERSION = 1
@@ -62,7 +65,6 @@ CRASH_POINTS = ("journal-tmp-written", "journal-renamed", "commit-copied", "comm
                 "commit-h5-closed", "commit-renamed", "commit-record-deleted")
 
 
-from stylesift.featurizer.store_types import Failure, FeatureSpaceMismatch, StoreError  # noqa: E402
 
 
 class V1Store:
@@ -545,43 +547,9 @@ class _Stale(Exception):
     """The main file a reader opened is older than the journal it then listed."""
 
 
-_crash_counts: dict[str, int] = {}
-
-
-def _crash_point(name: str) -> None:
-    """SIGKILL this process here if ``$STYLESIFT_CRASH_AT`` names this point (fault injection for tests).
-
-    ``STYLESIFT_CRASH_AT=commit-renamed:2`` kills at the second time a commit has renamed its file.
-    """
-    spec = os.environ.get("STYLESIFT_CRASH_AT")
-    if not spec:
-        return
-    point, _, nth = spec.partition(":")
-    if point != name:
-        return
-    _crash_counts[name] = _crash_counts.get(name, 0) + 1
-    if _crash_counts[name] >= int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _file_id(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
     return st.st_ino, st.st_mtime_ns
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        _fsync(path)
-    except OSError:
-        pass  # some filesystems do not allow fsync on directories

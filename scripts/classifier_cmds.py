@@ -78,12 +78,7 @@ def compare(
     if json_out:
         print_json(out)
         return
-    rows = []
-    for name, s in out["methods"].items():
-        sd = s["std"]
-        rows.append([name, f"{s['accuracy']:.4f} ± {sd['accuracy']:.4f}", f"{s['roc_auc']:.4f} ± {sd['roc_auc']:.4f}",
-                     f"{s['average_precision']:.4f}", f"{s['precision_at_5pct']:.3f}", f"{s['recall']:.3f}",
-                     f"{s['specificity']:.3f}", f"{s['fit_seconds']:.2f}"])
+    rows = _method_rows(out)
     _table(f"{store}: {out['positives']} {positive} vs {out['negatives']} {negative}, {out['folds']} folds "
            f"(mean ± std; accuracy, recall, specificity at each method's own threshold)",
            ["method", "accuracy", "ROC AUC", "avg precision", "precision@5%", "recall", "specificity", "fit s"], rows)
