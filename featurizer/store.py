@@ -58,6 +58,7 @@ from stylesift.featurizer.store_files import (  # noqa: F401  (CRASH_POINTS, FOR
     CRASH_POINTS,
     FORMAT,
     FORMAT_VERSION,
+    acquire_writer_lock,
 )
 from stylesift.featurizer.store_files import (
     b64 as _b64,
@@ -1182,26 +1183,7 @@ class FeatureStore:
 
     # ================================================================= internals: lock, leftovers, upgrade
     def _acquire_lock(self, timeout: float) -> None:
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.path) + ".lock")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                if timeout == 0:
-                    raise
-                _LOG.warning("%s: another process is writing this store; waiting for it to finish (lock %s)",
-                             self.path, lock.lock_file)
-                lock.acquire(timeout=timeout)
-        except Timeout:
-            raise StoreError(f"{self.path}: another process is writing this store (lock {lock.lock_file}); "
-                             "wait for it to finish or pass a longer lock timeout") from None
-        except OSError as exc:
-            raise StoreError(f"{self.path}: cannot take the writer lock ({exc.strerror or exc}: "
-                             f"{exc.filename or lock.lock_file}); the store's folder must be writable") from None
-        self._lock = lock
+        self._lock = acquire_writer_lock(self.path, timeout)
 
     def _remove_leftovers(self) -> None:
         """Delete what killed writers left behind; safe because we hold the lock."""

@@ -99,3 +99,32 @@ def fsync_dir(path: Path) -> None:
         fsync(path)
     except OSError:
         pass  # some filesystems do not allow fsync on directories
+
+
+def acquire_writer_lock(path: Path, timeout: float):
+    """Take ``STORE.h5.lock`` (one writer at a time), waiting up to ``timeout`` s (-1: forever); the FileLock.
+
+    Says on the log when it has to wait; a lock that cannot be had is a StoreError naming the file.
+    """
+    import logging
+
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path) + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if timeout == 0:
+                raise
+            logging.getLogger("stylesift.store").warning(
+                "%s: another process is writing this store; waiting for it to finish (lock %s)", path, lock.lock_file)
+            lock.acquire(timeout=timeout)
+    except Timeout:
+        raise StoreError(f"{path}: another process is writing this store (lock {lock.lock_file}); "
+                         "wait for it to finish or pass a longer lock timeout") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot take the writer lock ({exc.strerror or exc}: "
+                         f"{exc.filename or lock.lock_file}); the store's folder must be writable") from None
+    return lock

@@ -51,6 +51,7 @@ import h5py
 import numpy as np
 
 from stylesift.featurizer.space import require_same
+from stylesift.featurizer.store_files import acquire_writer_lock
 from stylesift.featurizer.store_files import crash_point as _crash_point
 from stylesift.featurizer.store_files import fsync as _fsync
 from stylesift.featurizer.store_files import fsync_dir as _fsync_dir
@@ -298,26 +299,7 @@ class V1Store:
 
     # ----------------------------------------------------------------- internals
     def _acquire_lock(self, timeout: float) -> None:
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.path) + ".lock")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                if timeout == 0:
-                    raise
-                _LOG.warning("%s: another process is writing this store; waiting for it to finish (lock %s)",
-                             self.path, lock.lock_file)
-                lock.acquire(timeout=timeout)
-        except Timeout:
-            raise StoreError(f"{self.path}: another process is writing this store (lock {lock.lock_file}); "
-                             "wait for it to finish or pass a longer lock timeout") from None
-        except OSError as exc:
-            raise StoreError(f"{self.path}: cannot take the writer lock ({exc.strerror or exc}: "
-                             f"{exc.filename or lock.lock_file}); the store's folder must be writable") from None
-        self._lock = lock
+        self._lock = acquire_writer_lock(self.path, timeout)
         self._remove_leftovers()
 
     def _commit_tmp(self) -> Path:
