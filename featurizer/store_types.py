@@ -58,3 +58,14 @@ def path_fields(p: str | bytes | os.PathLike) -> dict[str, str]:
     except UnicodeDecodeError:
         out["path_b64"] = base64.b64encode(raw).decode("ascii")
     return out
+
+
+def file_sha256(path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks: a store row's identity (and a weights file's)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

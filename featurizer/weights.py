@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stylesift.errors import StylesiftError
+from stylesift.featurizer.store_types import file_sha256
 
 WEIGHTS_ENV = "STYLESIFT_WEIGHTS"
 CACHE_ENV = "STYLESIFT_CACHE"
@@ -139,7 +140,7 @@ def from_explicit_file(path: Path, cache: Path) -> Weights:
     """Load a user-supplied weights file (Keras 3 ``.weights.h5`` or Keras' legacy ``.h5``, with or without top)."""
     if not path.is_file():
         raise WeightsNotFound(f"{path}: no such weights file (given by --weights or {WEIGHTS_ENV})")
-    digest = _file_sha256(path)[:16]
+    digest = file_sha256(path)[:16]
     slot = cache / f"explicit-{digest}"
     if (slot / RECORD_FILE).is_file():
         return _read_record(slot / RECORD_FILE)
@@ -226,12 +227,6 @@ def _atomic_write_text(target: Path, text: str) -> None:
     os.replace(tmp, target)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _first_line(value) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import getpass
-import hashlib
 import os
 import re
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stylesift.errors import StylesiftError
+from stylesift.featurizer.store_types import file_sha256
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -90,12 +90,6 @@ def read_label_csv(path: Path) -> list[LabelItem]:
     return items
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def record_labels(store, items: list[LabelItem], *, reviewer: str | None = None, note: str = "",
@@ -135,7 +129,7 @@ def record_labels(store, items: list[LabelItem], *, reviewer: str | None = None,
                                                      if path.is_dir() else "no such file"))
             continue
         try:
-            sha = _file_sha256(path)
+            sha = file_sha256(path)
         except OSError as exc:
             problems.append(f"{where}{it.key}: cannot read it ({exc.strerror or exc})")
             continue
