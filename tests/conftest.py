@@ -54,3 +54,17 @@ def pictures(tmp_path):
 def make_pictures():
     """The :func:`write_pictures` function, for tests that need several folders of pictures."""
     return write_pictures
+
+
+def skimage_photos(flip, crop) -> np.ndarray:
+    """Eight uint8 224×224 RGB inputs from scikit-image photos: each flipped by ``flip`` (a PIL
+    transpose) and cropped by ``crop(w, h) -> box``, so they differ from the int8 calibration set."""
+    import skimage.data as data
+
+    out = []
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        img = Image.fromarray(getattr(data, name)())
+        w, h = img.size
+        out.append(img.transpose(flip))
+        out.append(img.crop(crop(w, h)))
+    return np.stack([np.asarray(p.resize((224, 224), Image.Resampling.BILINEAR)) for p in out])

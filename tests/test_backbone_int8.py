@@ -14,6 +14,8 @@ from PIL import Image
 
 pytest.importorskip("onnxruntime")
 
+from conftest import skimage_photos  # noqa: E402
+
 from stylesift.featurizer.fast_backbone import FastBackboneUnavailable, require_runtime  # noqa: E402
 from stylesift.featurizer.runtimes import LEGACY_INT8, backbone_fingerprint, space_of_fingerprint  # noqa: E402
 from stylesift.featurizer.space import fingerprint_id  # noqa: E402
@@ -28,16 +30,7 @@ def cosine(a, b):
 
 @pytest.fixture(scope="module")
 def photos():
-    """Eight uint8 224×224 RGB inputs: scikit-image photos flipped and cropped unlike the calibration set."""
-    import skimage.data as data
-
-    out = []
-    for name in ("astronaut", "chelsea", "coffee", "rocket"):
-        img = Image.fromarray(getattr(data, name)())
-        w, h = img.size
-        out.append(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
-        out.append(img.crop((0, h // 3, w * 2 // 3, h)))
-    return np.stack([np.asarray(p.resize((224, 224), Image.Resampling.BILINEAR)) for p in out])
+    return skimage_photos(Image.Transpose.FLIP_LEFT_RIGHT, lambda w, h: (0, h // 3, w * 2 // 3, h))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ import pytest
 
 pytest.importorskip("openvino")
 
+from conftest import skimage_photos  # noqa: E402
+
 from stylesift.featurizer import openvino_backbone, runtimes  # noqa: E402
 from stylesift.featurizer.space import fingerprint_id  # noqa: E402
 
@@ -21,17 +23,9 @@ pytestmark = [pytest.mark.weights, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def photos():
-    """Eight uint8 224×224 inputs: scikit-image photos flipped and cropped unlike the calibration set."""
-    import skimage.data as data
     from PIL import Image
 
-    out = []
-    for name in ("astronaut", "chelsea", "coffee", "rocket"):
-        img = Image.fromarray(getattr(data, name)())
-        w, h = img.size
-        out.append(img.transpose(Image.Transpose.FLIP_TOP_BOTTOM))
-        out.append(img.crop((w // 5, 0, w, h * 3 // 4)))
-    return np.stack([np.asarray(p.resize((224, 224), Image.Resampling.BILINEAR)) for p in out])
+    return skimage_photos(Image.Transpose.FLIP_TOP_BOTTOM, lambda w, h: (w // 5, 0, w, h * 3 // 4))
 
 
 @pytest.fixture(scope="module")
