@@ -102,7 +102,12 @@ def fail(message: str, code: int = EXIT_FATAL) -> typer.Exit:
 
 def say(message: str) -> None:
     """One line on stderr, taken literally: file names such as ``[bold]x.jpg`` stay as they are."""
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    err.print(printable(message), markup=False, highlight=False, soft_wrap=True)
+
+
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of file names (``os.fsdecode``'s surrogates) shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def use_decode_memory(size: str | None) -> None:

@@ -15,6 +15,7 @@ from stylesift.cli.app import (
     err,
     fail,
     print_json,
+    printable,
     progress_bar,
     say,
     use_decode_memory,
@@ -205,7 +206,7 @@ def score(
         print_json(result.rows)
     else:
         for r in sorted(result.rows, key=lambda r: -r["score"]):
-            typer.echo(f"{r['score']:+.4f}  {'selected' if r['selected'] else '        '}  {r['path']}")
+            typer.echo(f"{r['score']:+.4f}  {'selected' if r['selected'] else '        '}  {printable(r['path'])}")
         rule = result.selection
         how = f"score ≥ {rule['threshold']:.6g}" if rule["rule"] == "threshold" else f"top {rule['k']}"
         groups = f" in {rule['dedupe_groups']} near-duplicate groups" if "dedupe_groups" in rule else ""

@@ -8,7 +8,17 @@ from typing import List, Optional
 
 import typer
 
-from stylesift.cli.app import EXIT_INTERRUPTED, EXIT_SOME_FAILED, err, fail, print_json, progress_bar, say, use_decode_memory
+from stylesift.cli.app import (
+    EXIT_INTERRUPTED,
+    EXIT_SOME_FAILED,
+    err,
+    fail,
+    print_json,
+    printable,
+    progress_bar,
+    say,
+    use_decode_memory,
+)
 from stylesift.cli.options import DEFAULT_STORE, BatchOpt, DecodeMemoryOpt, JsonOpt, StoreArg, VerboseOpt, WeightsOpt
 
 
@@ -177,5 +187,5 @@ def info(
                    + ", ".join(f"{k} {v}" for k, v in sorted(result["verdicts"].items())))
     typer.echo(f"failures: {len(result['failures'])}")
     for f in result["failures"][:20]:
-        typer.echo(f"  {f['reason']}")  # plain echo: never read as markup
+        typer.echo(f"  {printable(f['reason'])}")  # plain echo: never read as markup
     typer.echo(f"fingerprint {result['fingerprint_id']}: " + ", ".join(f"{k}={v}" for k, v in fp.items()))

@@ -58,6 +58,10 @@ def test_non_utf8_names_through_extract_train_and_score(tmp_path, featurizer):
     assert exact == {good_name, bad_name}
     assert all("\ufffd" in r["path"] for r in rows)
     assert "good_" in report.read_text(encoding="utf-8")
+    shown = cli("score", model, weird, "--store", store)  # the text listing and the failure line
+    assert shown.returncode == 3
+    text = shown.stdout.decode("utf-8") + shown.stderr.decode("utf-8")
+    assert "good_\ufffd" in text and "upload_\ufffd.jpg" in text and "\\udc" not in text
     info = cli("info", store, "--json")
     assert info.returncode == 0, info.stderr
     json.loads(info.stdout)
