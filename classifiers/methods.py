@@ -14,6 +14,7 @@ from typing import Callable
 from stylesift.classifiers.distance import NearestPositives
 from stylesift.classifiers.head import OutputLayerHead
 from stylesift.classifiers.one_class import OneClassSVMModel
+from stylesift.classifiers.pu import PUClassifier
 from stylesift.classifiers.two_class import TwoClassSVM
 
 
@@ -23,6 +24,8 @@ class Method:
     make: Callable[..., object]  # make(n_jobs=..., random_state=..., target_recall=...) -> estimator
     needs_negatives: bool
     description: str
+    # PU methods learn positives against the store's unlabelled rows (the feed), not a negative label.
+    uses_unlabelled: bool = False
 
 
 METHODS = {m.name: m for m in [
@@ -44,6 +47,10 @@ METHODS = {m.name: m for m in [
     Method("head", lambda n_jobs=-1, random_state=0, target_recall=0.9:
            OutputLayerHead(), True,
            "the article's output-layer retraining: logistic regression on the pooled features"),
+    Method("pu", lambda n_jobs=-1, random_state=0, target_recall=None:
+           PUClassifier(target_recall=target_recall, n_jobs=n_jobs, random_state=random_state), False,
+           "positives against the unlabelled feed (PU learning): cross-fitted logistic regression, "
+           "threshold from the estimated class prior", uses_unlabelled=True),
 ]}
 
 

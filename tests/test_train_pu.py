@@ -1,0 +1,102 @@
+"""`train --method pu` from a store: positives against the unlabelled feed, known negatives, the prior."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import pytest
+
+from stylesift.classifiers.train import TrainingError, train
+from stylesift.featurizer.store import FeatureStore, Verdict
+
+FP = {"backbone": "test", "feature_dim": 2048, "dtype": "float32"}
+DIM = 2048
+
+
+def sha(i: int) -> str:
+    return hashlib.sha256(f"pu image {i}".encode()).hexdigest()
+
+
+def look(rng, n: int, positive: bool) -> np.ndarray:
+    """Two looks in feature space: the positives' mean is shifted along the first 32 dimensions."""
+    X = rng.standard_normal((n, DIM)).astype(np.float32)
+    if positive:
+        X[:, :32] += 1.2
+    return X
+
+
+def make_store(path, n_labelled=60, n_hidden=120, n_negative=360, extra_negative_label=0):
+    """Labelled positives, an unlabelled feed (hidden positives + negatives); returns the unlabelled truth."""
+    rng = np.random.default_rng(7)
+    with FeatureStore(path, "a", fingerprint=FP) as st:
+        ids = iter(range(10**6))
+        X = look(rng, n_labelled, True)
+        st.add([sha(next(ids)) for _ in range(n_labelled)], X, [[f"/p/{i}.jpg"] for i in range(n_labelled)], "quality")
+        feed = np.concatenate([look(rng, n_hidden, True), look(rng, n_negative, False)])
+        truth = np.r_[np.ones(n_hidden, bool), np.zeros(n_negative, bool)]
+        order = rng.permutation(len(feed))
+        feed, truth = feed[order], truth[order]
+        digests = [sha(next(ids)) for _ in range(len(feed))]
+        st.add(digests, feed, [[f"/feed/{i}.jpg"] for i in range(len(feed))], None)
+        if extra_negative_label:
+            st.add([sha(next(ids)) for _ in range(extra_negative_label)], look(rng, extra_negative_label, False),
+                   [[f"/n/{i}.jpg"] for i in range(extra_negative_label)], "ordinary")
+    return digests, truth
+
+
+def test_pu_learns_the_look_from_the_feed_and_estimates_the_prior(tmp_path):
+    path = tmp_path / "s.h5"
+    digests, truth = make_store(path)
+    bundle = train(path, "quality", method="pu", n_jobs=1)
+    s = bundle.summary
+    assert s["background_rows"] == len(truth) and s["background"] == "unlabelled rows"
+    assert abs(s["class_prior"] - truth.mean()) <= 0.08, s["class_prior"]
+    st = FeatureStore(path)
+    X = st.features(st.rows_of(digests))
+    scores = bundle.score(X)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(truth, scores) >= 0.95
+    picked = scores >= bundle.threshold
+    assert (picked == truth).mean() >= 0.85
+
+
+def test_pu_without_unlabelled_rows_names_the_extract_to_run(tmp_path):
+    path = tmp_path / "s.h5"
+    rng = np.random.default_rng(0)
+    with FeatureStore(path, "a", fingerprint=FP) as st:
+        st.add([sha(i) for i in range(20)], look(rng, 20, True), [[f"/p/{i}.jpg"] for i in range(20)], "quality")
+    with pytest.raises(TrainingError, match="no unlabelled rows.*stylesift extract FEED"):
+        train(path, "quality", method="pu")
+
+
+def test_pu_uses_negative_labels_and_verdicts_as_known_negatives(tmp_path):
+    path = tmp_path / "s.h5"
+    digests, truth = make_store(path, extra_negative_label=30)
+    with FeatureStore(path, "a") as st:  # a person rejected five feed rows: they stop being unlabelled
+        st.add_verdicts([Verdict(d, "meh", "ann", time.time()) for d in np.asarray(digests)[~truth][:5]])
+    bundle = train(path, "quality", "ordinary", method="pu", n_jobs=1)
+    assert bundle.summary["known_negatives"] == 35
+    assert bundle.summary["background_rows"] == len(truth) - 5
+
+
+def test_pu_background_label_and_recent_rows(tmp_path):
+    path = tmp_path / "s.h5"
+    make_store(path, extra_negative_label=40)
+    by_label = train(path, "quality", method="pu", background="ordinary", n_jobs=1)
+    assert by_label.summary["background_rows"] == 40 and "ordinary" in by_label.summary["background"]
+    with pytest.raises(TrainingError, match="no unlabelled rows of the last"):
+        train(path, "quality", method="pu", unlabelled_since=1e-9)
+    recent = train(path, "quality", method="pu", unlabelled_since=1, n_jobs=1)
+    assert recent.summary["background_rows"] == 480
+
+
+def test_methods_needing_negatives_suggest_pu_when_the_store_has_a_feed(tmp_path):
+    path = tmp_path / "s.h5"
+    make_store(path)
+    with pytest.raises(TrainingError, match="--method pu.* 480 unlabelled rows"):
+        train(path, "quality", method="two-class")
+    with pytest.raises(TrainingError, match="method 'head' does not use them"):
+        train(path, "quality", "quality2", method="head", background="x")
