@@ -58,6 +58,8 @@ class Comparison:
     test_folds: list[np.ndarray] = field(default_factory=list)
     n_folds: int = 0
     seconds: float = 0.0
+    pu_hidden: float = 0.67
+    positives_only: tuple[str, ...] = ()
 
     def summary(self, name: str) -> dict:
         """Mean of each metric over the folds, with ``"std"`` holding the spread."""
@@ -69,15 +71,23 @@ class Comparison:
         out["description"] = self.descriptions[name]
         return out
 
+    def best_positives_only(self) -> str | None:
+        """The method that needs no negative label (one-class, pu, ...) with the best mean accuracy, then AUC."""
+        names = [n for n in self.folds if n in self.positives_only]
+        if not names:
+            return None
+        return max(names, key=lambda n: (self.summary(n)["accuracy"], self.summary(n)["roc_auc"]))
+
     def to_dict(self) -> dict:
         return {"methods": {name: self.summary(name) for name in self.folds},
                 "folds": self.n_folds, "positives": int(self.positive.sum()),
                 "negatives": int((~self.positive).sum()), "review_budget": REVIEW_BUDGET,
+                "pu_hidden": self.pu_hidden, "best_positives_only": self.best_positives_only(),
                 "seconds": round(self.seconds, 2)}
 
 
 def compare(X, y, *, folds: int = 5, methods: Sequence[str] | None = None, target_recall: float = 0.9,
-            n_jobs: int | None = -1, random_state: int = 0,
+            n_jobs: int | None = -1, random_state: int = 0, pu_hidden: float = 0.67,
             progress: Callable[[int, int], None] | None = None) -> Comparison:
     """Fit and score each method on the same stratified folds.
 
@@ -93,26 +103,37 @@ def compare(X, y, *, folds: int = 5, methods: Sequence[str] | None = None, targe
         fold's positives only (their tuning may use the fold's training negatives for validation).
     target_recall : float
         Recall on held-out positives that the one-class thresholds aim for.
+    pu_hidden : float
+        PU methods (``pu``): the share of each training fold's positives hidden, unlabelled, among
+        its negatives, which are all unlabelled too; the held-out fold is scored against the truth.
+        0.67 means a third of the positives were hand-picked, the rest are somewhere in the feed.
     progress : callable, optional
         ``progress(done, total)`` after each fitted method × fold.
     """
+    if not 0 <= pu_hidden < 1:
+        raise ValueError(f"pu_hidden must be at least 0 and below 1 (a share of the positives), not {pu_hidden}")
     started = time.perf_counter()
     X = np.asarray(X, dtype=np.float32)
     positive = positives_mask(y, need_both=True)
     names = list(methods or METHODS)
     chosen = [get_method(n) for n in names]
     splits = outer_splits(positive, folds, random_state)
-    result = Comparison(positive=positive, n_folds=len(splits), test_folds=[test for _, test in splits])
+    result = Comparison(positive=positive, n_folds=len(splits), test_folds=[test for _, test in splits],
+                        pu_hidden=pu_hidden, positives_only=tuple(m.name for m in chosen if not m.needs_negatives))
+    rng = np.random.default_rng(random_state)
+    # The same hidden positives for every PU method of a fold (identical folds, identical labels).
+    labelled = [positive[train] & (rng.random(len(train)) >= pu_hidden) for train, _ in splits]
     for m in chosen:
         result.folds[m.name], result.descriptions[m.name] = [], m.description
         result.scores[m.name] = np.full(len(X), np.nan)
         result.selected[m.name] = np.zeros(len(X), bool)
     done = 0
-    for train, test in splits:
+    for (train, test), seen in zip(splits, labelled):
         for m in chosen:
-            est = m.make(n_jobs=n_jobs, random_state=random_state, target_recall=target_recall)
+            recall = None if m.uses_unlabelled else target_recall  # pu: the threshold follows its prior
+            est = m.make(n_jobs=n_jobs, random_state=random_state, target_recall=recall)
             t0 = time.perf_counter()
-            est.fit(X[train], positive[train])
+            est.fit(X[train], seen if m.uses_unlabelled else positive[train])
             fit_seconds = time.perf_counter() - t0
             scores = est.score_samples(X[test])
             row = fold_metrics(positive[test], scores, est.threshold_)
@@ -128,7 +149,7 @@ def compare(X, y, *, folds: int = 5, methods: Sequence[str] | None = None, targe
 
 
 def compare_sets(features: dict[str, np.ndarray], y, *, folds: int = 5, methods: Sequence[str] | None = None,
-                 target_recall: float = 0.9, n_jobs: int | None = -1, random_state: int = 0,
+                 target_recall: float = 0.9, n_jobs: int | None = -1, random_state: int = 0, pu_hidden: float = 0.67,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, Comparison]:
     """:func:`compare` on each feature set of the same rows, on identical folds.
 
@@ -148,7 +169,7 @@ def compare_sets(features: dict[str, np.ndarray], y, *, folds: int = 5, methods:
             if progress:
                 progress(offset + done, total)
         results[name] = compare(X, y, folds=folds, methods=names, target_recall=target_recall, n_jobs=n_jobs,
-                                random_state=random_state, progress=step)
+                                random_state=random_state, pu_hidden=pu_hidden, progress=step)
         offset += results[name].n_folds * len(names)
     return results
 

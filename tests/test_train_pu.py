@@ -100,3 +100,27 @@ def test_methods_needing_negatives_suggest_pu_when_the_store_has_a_feed(tmp_path
         train(path, "quality", method="two-class")
     with pytest.raises(TrainingError, match="method 'head' does not use them"):
         train(path, "quality", "quality2", method="head", background="x")
+
+
+def test_compare_hides_positives_for_pu_and_names_the_best_positives_only_method():
+    from stylesift.classifiers.compare import compare
+
+    rng = np.random.default_rng(3)
+    X = np.concatenate([look(rng, 150, True)[:, :256], look(rng, 300, False)[:, :256]])
+    y = np.r_[np.ones(150, bool), np.zeros(300, bool)]
+    result = compare(X, y, folds=3, methods=["pu", "nearest-positives", "head"], n_jobs=1, pu_hidden=0.67)
+    out = result.to_dict()
+    assert out["pu_hidden"] == 0.67
+    assert out["methods"]["pu"]["roc_auc"] >= 0.95 and out["methods"]["pu"]["accuracy"] >= 0.85
+    # head (two-class, fully labelled) wins overall, but it needs negatives: it is never the positives-only pick
+    assert out["methods"]["head"]["accuracy"] >= max(out["methods"][m]["accuracy"] for m in ("pu", "nearest-positives"))
+    accuracy = {m: out["methods"][m]["accuracy"] for m in ("pu", "nearest-positives")}
+    assert out["best_positives_only"] == max(accuracy, key=accuracy.get)
+    # each fold hides 2/3 of its 100 training positives among 200 negatives: a prior of 2/3*100/267 = 0.25
+    priors = [p["class_prior"] for p in out["methods"]["pu"]["params"]]
+    assert all(abs(p - 0.25) <= 0.08 for p in priors), priors
+    # with no positive hidden, nothing is left to find among the unlabelled rows: the prior collapses
+    collapsed = compare(X, y, folds=3, methods=["pu"], n_jobs=1, pu_hidden=0.0).to_dict()["methods"]["pu"]
+    assert all(p["class_prior"] < 0.05 for p in collapsed["params"])
+    with pytest.raises(ValueError, match="pu_hidden"):
+        compare(X, y, methods=["pu"], pu_hidden=1.0)
