@@ -37,6 +37,10 @@ from stylesift.classifiers.base import BinaryClassifierMixin, StyleScorer
 # threshold at minus or plus infinity, and an estimate that extreme means the model found no
 # difference between the feeds rather than a real share.
 PRIOR_FLOOR = 0.001
+# C="auto": the penalties tried, and the unlabelled rows the choice is made on (the choice needs the
+# shape of the data, not all of it: four trial fits on 5,000 rows cost less than one fit on 100,000).
+C_GRID = (0.003, 0.01, 0.03, 0.1)
+SELECT_BACKGROUND = 5000
 
 THRESHOLDS = ("prior", "posterior")
 
@@ -136,8 +140,14 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
     ----------
     cv : int
         Folds of the cross-fitting (capped by the number of labelled positives, at least 2).
-    C : float
-        Inverse L2 penalty of each fold's logistic regression, on standardised features.
+    C : float or "auto"
+        Inverse L2 penalty of each fold's logistic regression, on standardised features. ``"auto"``
+        (default) picks one of :data:`C_GRID` by the out-of-fold log-loss of labelled-vs-unlabelled
+        (the one thing PU data can score without true labels), on at most :data:`SELECT_BACKGROUND`
+        unlabelled rows. Why: the right penalty depends on the features. On film-grade's 1536-d
+        style features with 100 labelled positives, C=0.1 estimated a prior of 0.26 for a true 0.40
+        (AUC 0.94) and C=0.003 0.38 (AUC 0.98); on 64-d blobs C=0.003 overshot by 0.08. The
+        log-loss picks 0.003 and 0.01 there, both within 0.02.
     threshold : {"prior", "posterior"}
         Where ``offset_`` goes when ``target_recall`` is None. ``"prior"`` (default): the top
         ``class_prior_`` share of the unlabelled rows, as the fitted model scores them, are selected.
@@ -194,11 +204,15 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
     fold_coef_ : ndarray of shape (n_folds, n_features)
     fold_intercept_ : ndarray of shape (n_folds,)
         Each fold model's log-odds ``X @ fold_coef_[k] + fold_intercept_[k]`` on raw features.
+    C_ : float
+        The penalty used (the chosen one when ``C="auto"``).
+    C_losses_ : dict
+        ``C="auto"`` only: out-of-fold log-loss of each tried C.
     best_params_ : dict
     notes_ : list of str
     """
 
-    def __init__(self, cv: int = 5, C: float = 0.1, threshold: str = "prior", target_recall: float | None = None,
+    def __init__(self, cv: int = 5, C: float | str = "auto", threshold: str = "prior", target_recall: float | None = None,
                  max_background: int = 20000, max_iter: int = 500, n_jobs: int | None = None, random_state: int = 0):
         self.cv = cv
         self.C = C
@@ -237,6 +251,7 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
         background = ~labelled & ~known
         if background.sum() < 2:
             raise ValueError(f"PU learning needs unlabelled rows to learn against; got {int(background.sum())}")
+        self.C_ = self._choose_C(X, y, negative) if isinstance(self.C, str) and self.C == "auto" else float(self.C)
         # A row's fold depends only on the labels and the seed, never on feature values.
         k = max(2, min(int(self.cv), int(labelled.sum()), int(background.sum())))
         strata = labelled.astype(int) + 2 * known
@@ -246,7 +261,7 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
         jobs = self._fold_jobs(labelled, known, background, k)
         with threadpool_limits(1 if self.n_jobs not in (None, 1) else None):
             fits = Parallel(n_jobs=min(k, effective_n_jobs(self.n_jobs)), prefer="threads")(
-                delayed(_fit_fold)(X, rows, target, weight, self.C, self.max_iter) for rows, target, weight in jobs)
+                delayed(_fit_fold)(X, rows, target, weight, self.C_, self.max_iter) for rows, target, weight in jobs)
         self.fold_coef_ = np.stack([f[0] for f in fits])
         self.fold_intercept_ = np.array([f[1] for f in fits])
         self.fold_background_rows_ = np.array([int(background[rows].sum()) for rows, _, _ in jobs])
@@ -259,7 +274,7 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
         self.background_rows_ = int(background.sum())
         self._set_prior(labelled, background)
         self._set_offset(X, labelled, background)
-        self.best_params_ = {"C": self.C, "cv": k, "threshold": self._threshold_rule(),
+        self.best_params_ = {"C": self.C_, "cv": k, "threshold": self._threshold_rule(),
                              "class_prior": round(self.class_prior_, 4), "label_frequency": round(self.label_frequency_, 4)}
         self.n_iter_ = np.array([f[2] for f in fits])
         self.notes_ = list(self._notes)
@@ -268,6 +283,28 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
             self.notes_.append(f"each fold model trained on {int(self.fold_background_rows_.max())} of the "
                                f"{self.background_rows_} unlabelled rows (max_background); all were scored out of fold")
         return self
+
+    def _choose_C(self, X, y, negative) -> float:
+        """The grid's C with the lowest out-of-fold log-loss of ``s`` (see the ``C`` parameter)."""
+        labelled = np.asarray(y) == self.classes_[1]
+        known = np.zeros(len(X), bool) if negative is None else np.asarray(negative, dtype=bool).reshape(-1)
+        pool = np.flatnonzero(~labelled & ~known)
+        rng = np.random.default_rng(self.random_state)
+        if len(pool) > SELECT_BACKGROUND:
+            pool = rng.choice(pool, SELECT_BACKGROUND, replace=False)
+        rows = np.sort(np.concatenate([np.flatnonzero(labelled | known), pool]))
+        losses = {}
+        for C in C_GRID:
+            trial = PUClassifier(cv=self.cv, C=C, threshold="posterior", max_background=self.max_background,
+                                 max_iter=self.max_iter, n_jobs=self.n_jobs, random_state=self.random_state)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a trial's clipped prior is not the final model's
+                trial.fit(X[rows], labelled[rows].astype(int), negative=known[rows])
+            p = np.clip(_sigmoid(trial.oof_scores_), 1e-12, 1 - 1e-12)
+            s = labelled[rows]
+            losses[C] = float(-np.mean(np.where(s, np.log(p), np.log1p(-p))))
+        self.C_losses_ = losses
+        return min(losses, key=losses.get)
 
     def _fold_jobs(self, labelled, known, background, k) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per fold: training rows (sorted), their targets (1 = labelled) and sample weights."""

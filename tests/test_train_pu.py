@@ -20,11 +20,11 @@ def sha(i: int) -> str:
 
 
 def look(rng, n: int, positive: bool) -> np.ndarray:
-    """Two looks in feature space: the positives' mean is shifted along the first 32 dimensions."""
-    X = rng.standard_normal((n, DIM)).astype(np.float32)
-    if positive:
-        X[:, :32] += 1.2
-    return X
+    """Two looks in feature space. Like a network's features, rows vary along a few directions (16
+    latent factors mapped into 2048-d) plus a little noise; the positives are shifted along the factors."""
+    mix = np.random.default_rng(99).standard_normal((16, DIM)) / 4  # the same directions for every call
+    z = rng.standard_normal((n, 16)) + (1.0 if positive else 0.0)
+    return (z @ mix + 0.3 * rng.standard_normal((n, DIM))).astype(np.float32)
 
 
 def make_store(path, n_labelled=60, n_hidden=120, n_negative=360, extra_negative_label=0):
