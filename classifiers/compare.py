@@ -122,7 +122,12 @@ def compare(X, y, *, folds: int = 5, methods: Sequence[str] | None = None, targe
                         pu_hidden=pu_hidden, positives_only=tuple(m.name for m in chosen if not m.needs_negatives))
     rng = np.random.default_rng(random_state)
     # The same hidden positives for every PU method of a fold (identical folds, identical labels).
-    labelled = [positive[train] & (rng.random(len(train)) >= pu_hidden) for train, _ in splits]
+    labelled = []
+    for train, _ in splits:
+        seen = positive[train] & (rng.random(len(train)) >= pu_hidden)
+        if seen.sum() < 2:  # a small fold: keep two hand-picked positives, the least PU can learn from
+            seen[rng.permutation(np.flatnonzero(positive[train]))[:2]] = True
+        labelled.append(seen)
     for m in chosen:
         result.folds[m.name], result.descriptions[m.name] = [], m.description
         result.scores[m.name] = np.full(len(X), np.nan)
