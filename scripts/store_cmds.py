@@ -23,7 +23,7 @@ def check(
     json_out: JsonOpt = False,
 ):
     """Read every part of the store and verify its checksums; exit 0 healthy, 1 damaged."""
-    from stylesift.featurizer.store_check import check as run_check
+    from stylesift.featurizer.store.check import check as run_check
 
     result = run_check(store, repair=repair)
     if json_out:
@@ -47,7 +47,7 @@ def compact(
     json_out: JsonOpt = False,
 ):
     """Merge neighbouring segments and fold small records (reads and rewrites the rows it merges)."""
-    from stylesift.featurizer.store_check import compact as run_compact
+    from stylesift.featurizer.store.check import compact as run_compact
 
     result = run_compact(store, max_rows)
     if json_out:
@@ -68,7 +68,7 @@ def prune(
     """Forget rows older than DAYS (labelled rows are kept unless --include-labelled); renumbers rows."""
     import math
 
-    from stylesift.featurizer.store_check import prune as run_prune
+    from stylesift.featurizer.store.check import prune as run_prune
 
     if not math.isfinite(older_than):
         raise typer.BadParameter("must be a finite number of days", param_hint="--older-than")
@@ -79,20 +79,3 @@ def prune(
         verb = "would remove" if dry_run else "removed"
         typer.echo(f"{store}: {verb} {result['removed']} of {result['rows']} rows"
                    + (f"; kept {result['kept_labelled']} old labelled rows" if result["kept_labelled"] else ""))
-
-
-def bench_store(
-    rows: Annotated[list[int], typer.Option("--rows", min=1, help="Store sizes to build and time (repeatable).")] = [20000, 200000, 1000000],  # noqa: B006
-    folder: Annotated[Path | None, typer.Option("--dir", help="Where to build the stores (default: a temporary folder).")] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the built stores.")] = False,
-    json_out: JsonOpt = False,
-):
-    """Build synthetic stores (2048-d rows) and time open, stream, load, look-ups, add + close, relabel, verdict."""
-    from stylesift.cli.app import say
-    from stylesift.featurizer import store_bench
-
-    results = store_bench.run(sorted(rows), folder, keep=keep, log=say)
-    if json_out:
-        print_json(results)
-    else:
-        typer.echo(store_bench.table(results))

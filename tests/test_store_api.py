@@ -9,6 +9,8 @@ import os
 import h5py
 import numpy as np
 import pytest
+from helpers.stores import damage_features
+from helpers.v1_writer import V1Store
 
 from stylesift.featurizer.store import (
     Failure,
@@ -19,7 +21,6 @@ from stylesift.featurizer.store import (
     display_path,
     path_fields,
 )
-from stylesift.featurizer.store_v1 import V1Store
 
 FP = {"backbone": "test", "feature_dim": 2048, "dtype": "float32"}
 STYLE = {"backbone": "test", "set": "style", "feature_dim": 16, "dtype": "float32"}
@@ -125,19 +126,6 @@ def test_non_finite_rows_are_refused_with_their_file(tmp_path):
     assert len(FeatureStore(path)) == 1
 
 
-def damage_features(path, row: int) -> str:
-    """Flip one exponent bit of a stored feature value on disk; return the segment file."""
-    with h5py.File(path, "r") as f:
-        seg = path.parent / f["features"].virtual_sources()[0].file_name
-    with h5py.File(seg, "r") as f:
-        ds = f["sets/pooled"]
-        offset = ds.id.get_chunk_info_by_coord((row // ds.chunks[0] * ds.chunks[0], 0)).byte_offset
-    raw = bytearray(seg.read_bytes())
-    raw[offset + 4 * 2048 * (row % ds.chunks[0]) + 3] ^= 0x40
-    seg.write_bytes(bytes(raw))
-    return str(seg)
-
-
 def test_a_flipped_bit_in_the_features_is_an_error_naming_the_file_and_rows(tmp_path):
     path = tmp_path / "s.h5"
     with FeatureStore(path, "a", fingerprint=FP) as st:
@@ -165,9 +153,9 @@ def test_opening_is_lazy_and_lookups_use_the_index(tmp_path):
         for start in range(0, 60, 20):
             add(st, range(start, start + 20))
     st = FeatureStore(path)
-    assert st._sha is None and st._labels is None and st._meta is None  # nothing per row read on open
+    assert st._reader._sha is None and st._reader._labels is None and st._reader._meta is None  # nothing per row read on open
     assert st.row_of(sha(45)) == 45 and st.row_of("0" * 64) is None
-    assert st._sha is None
+    assert st._reader._sha is None
     assert list(st.rows_of([sha(3), "1" * 64, sha(59)])) == [3, -1, 59]
 
 
@@ -257,9 +245,9 @@ def test_many_lookups_switch_to_one_sorted_array_with_the_same_answers(tmp_path)
     for q, w in zip(queries[:200], want):  # single look-ups first ...
         row = st.row_of(q)
         assert (-1 if row is None else row) == w
-    assert st._global is None
+    assert st._reader.snapshot.global_index is None
     assert list(st.rows_of(queries)) == want  # ... then many: the global array answers the same
-    assert st._global is not None and st.row_of(sha(70005)) == 70005
+    assert st._reader.snapshot.global_index is not None and st.row_of(sha(70005)) == 70005
 
 
 UPGRADER = r"""
@@ -291,7 +279,7 @@ def test_a_kill_during_the_upgrade_loses_nothing(tmp_path, point):
 
 
 def test_a_segment_written_by_another_process_is_attached_checked_and_deduplicated(tmp_path):
-    from stylesift.featurizer import segments
+    from stylesift.featurizer.store import segments
 
     path = tmp_path / "s.h5"
     with FeatureStore(path, "a", fingerprint=FP) as st:

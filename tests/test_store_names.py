@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_pictures
+from helpers.pictures import write_pictures
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
 STYLESIFT = str(Path(sys.executable).with_name("stylesift"))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.stores import damage_features
 
 from stylesift.featurizer.store import FeatureStore, Verdict
-from tests.test_store_api import damage_features
 
 STYLESIFT = str(Path(sys.executable).with_name("stylesift"))
 FP = {"backbone": "test", "feature_dim": 2048, "dtype": "float32"}
@@ -94,7 +94,7 @@ def test_compact_and_prune_keep_labelled_rows(tmp_path):
 
 @pytest.mark.slow
 def test_bench_store_prints_the_table(tmp_path):
-    from stylesift.featurizer import store_bench
+    from stylesift.featurizer.store import bench as store_bench
 
     results = store_bench.run([3000], tmp_path)
     (r,) = results

@@ -16,9 +16,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from stylesift.featurizer import segments as seglib
-from stylesift.featurizer import store as S
-from stylesift.featurizer.store_types import StoreError
+from stylesift.featurizer.store import segments as seglib
+from stylesift.featurizer.store.facade import FeatureStore
+from stylesift.featurizer.store.files import FORMAT_VERSION, Layout, h5_reason
+from stylesift.featurizer.store.manifest import read_manifest
+from stylesift.featurizer.store.records import RecordLog
+from stylesift.featurizer.store.types import StoreError
 
 
 def _problem(file, problem: str, fix: str, rows=None, kind: str = "damaged") -> dict:
@@ -28,17 +31,20 @@ def _problem(file, problem: str, fix: str, rows=None, kind: str = "damaged") -> 
 def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
     """Read every byte the manifest names, verifying checksums; with ``repair``, fix what can be fixed."""
     path = Path(path)
-    st = S.FeatureStore(path, "a" if repair else "r", lock_timeout=-1)
+    layout = Layout(path)
+    st = FeatureStore(path, "a" if repair else "r", lock_timeout=-1)
     problems: list[dict] = []
     try:
-        if isinstance(st, S._V1Reader):
+        if st.format_version == 1:
             return {"store": str(path), "healthy": True, "rows": len(st), "format_version": 1, "problems": [],
                     "note": "an old-format store: the next write (extract, or check --repair) upgrades it"}
-        m = st._m
-        bad_rows = np.zeros(st._n, bool)
+        m = read_manifest(layout)
+        rows_total = int(m["rows"])
+        starts = np.cumsum([0] + [s["rows"] for s in m["segments"]])
+        bad_rows = np.zeros(rows_total, bool)
         for k, seg in enumerate(m["segments"]):
-            start, n = int(st._starts[k]), seg["rows"]
-            file = st.parts / seg["name"]
+            start, n = int(starts[k]), seg["rows"]
+            file = layout.parts / seg["name"]
             rows = [start, start + n - 1]
             if not file.exists():
                 problems.append(_problem(file, "missing segment", "run `stylesift store check --repair`: its rows leave "
@@ -62,7 +68,7 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
                                     raise OSError(f"{group}/{name} rows {start + lo}-"
                                                   f"{start + min(n, lo + block_rows) - 1} fail their Fletcher32 checksum")
             except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, UnicodeError) as exc:
-                problems.append(_problem(file, f"damaged segment ({S._h5_reason(exc) if 'rows' not in str(exc) else exc})",
+                problems.append(_problem(file, f"damaged segment ({h5_reason(exc) if 'rows' not in str(exc) else exc})",
                                          "run `stylesift store check --repair`: its rows leave the store and the next "
                                          "extract featurizes those images again", rows))
                 bad_rows[start:start + n] = True
@@ -80,18 +86,19 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
                 bad_rows[start:start + n] = True
         for p in m.get("patches", []):
             try:
-                with h5py.File(st.parts / p["name"], "r") as f:
+                with h5py.File(layout.parts / p["name"], "r") as f:
                     f["row"][:]
                     f[f"sets/{p['set']}"][:]
             except (OSError, KeyError, ValueError, TypeError) as exc:
-                problems.append(_problem(st.parts / p["name"], f"damaged or missing patch ({S._h5_reason(exc)})",
+                problems.append(_problem(layout.parts / p["name"], f"damaged or missing patch ({h5_reason(exc)})",
                                          "run `stylesift store check --repair`: the set is computed again by "
                                          f"`stylesift extract PATH --store {path} --features {p['set']}`", None, "patch"))
-        records = [(None, st.parts / m["meta"])] if m.get("meta") else []
-        records += st._log_records()
+        log = RecordLog(layout)
+        records = [(None, layout.parts / m["meta"])] if m.get("meta") else []
+        records += log.records(int(m.get("log_seq", 0)))
         for _, rec in records:
             try:
-                S._read_json(rec, "")
+                log.check(rec)
             except (StoreError, OSError) as exc:
                 problems.append(_problem(rec, f"damaged record ({str(exc).split('(', 1)[-1].split(')')[0]})",
                                          "run `stylesift store check --repair` to move it aside (the labels, paths or "
@@ -99,7 +106,7 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
         top_ok = False
         try:
             with h5py.File(path, "r") as f:
-                top_ok = int(f.attrs.get("layout", -1)) == int(m["layout"]) and int(f.attrs["rows"]) == st._n
+                top_ok = int(f.attrs.get("layout", -1)) == int(m["layout"]) and int(f.attrs["rows"]) == rows_total
         except (OSError, KeyError, ValueError):
             pass
         if not top_ok and m["segments"]:
@@ -111,11 +118,11 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
         st.close(commit=False)
     fixed = repair and all(p["kind"] in ("index", "top", "missing", "damaged", "record", "patch") for p in problems)
     return {"store": str(path), "healthy": not problems, "repaired": bool(repair and problems and fixed),
-            "rows": len(st), "segments": len(st._m["segments"]), "format_version": S.FORMAT_VERSION,
+            "rows": len(st), "segments": len(read_manifest(layout)["segments"]), "format_version": FORMAT_VERSION,
             "problems": problems}
 
 
-def _repair(st: S.FeatureStore, problems: list[dict], bad_rows: np.ndarray) -> None:
+def _repair(st: FeatureStore, problems: list[dict], bad_rows: np.ndarray) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = st.path.with_name(f"{st.path.name}.damaged-{stamp}")
     for p in problems:
@@ -123,27 +130,16 @@ def _repair(st: S.FeatureStore, problems: list[dict], bad_rows: np.ndarray) -> N
             aside.mkdir(exist_ok=True)
             os.replace(p["file"], aside / Path(p["file"]).name)
             p["moved_to"] = str(aside / Path(p["file"]).name)
-    if any(p["kind"] == "record" for p in problems):
-        m = st._next_manifest()
-        if m.get("meta") and not (st.parts / m["meta"]).exists():
-            m["meta"] = None
-            st._write_manifest(m)
-        st._meta = None
-        st.fold()
-    if any(p["kind"] == "patch" for p in problems):
-        m = st._next_manifest()
-        m["patches"] = [x for x in m.get("patches", []) if (st.parts / x["name"]).exists()]
-        st._write_manifest(m)
-    if bad_rows.any():
-        st.rewrite(~bad_rows, "repair")
-    st._refresh_top()
+    st.repair(~bad_rows, records=any(p["kind"] == "record" for p in problems))
 
 
 def compact(path, max_rows: int | None = None) -> dict:
-    with S.FeatureStore(path, "a") as st:
-        before = len(st._m["segments"])
+    layout = Layout(Path(path))
+    with FeatureStore(path, "a") as st:
+        before = len(read_manifest(layout)["segments"])
         st.compact(max_rows)
-        return {"store": str(path), "rows": len(st), "segments_before": before, "segments": len(st._m["segments"])}
+        return {"store": str(path), "rows": len(st), "segments_before": before,
+                "segments": len(read_manifest(layout)["segments"])}
 
 
 def prune(path, older_than_days: float, include_labelled: bool = False, dry_run: bool = False) -> dict:
@@ -151,7 +147,7 @@ def prune(path, older_than_days: float, include_labelled: bool = False, dry_run:
     if not np.isfinite(older_than_days) or older_than_days < 0:
         raise StoreError(f"--older-than must be a number of days >= 0, not {older_than_days}")
     cutoff = time.time() - older_than_days * 86400
-    with S.FeatureStore(path, "a") as st:
+    with FeatureStore(path, "a") as st:
         old = st.added < cutoff
         labelled = st.labels.astype(str) != ""
         drop = old & (include_labelled | ~labelled)

@@ -7,14 +7,14 @@ import os
 from dataclasses import dataclass
 
 from stylesift.errors import StylesiftError
+from stylesift.featurizer.space import FeatureSpaceMismatch
+
+__all__ = ["StoreError", "FeatureSpaceMismatch", "Failure", "Verdict", "path_bytes", "display_path", "path_fields",
+           "file_sha256"]
 
 
 class StoreError(StylesiftError, RuntimeError):
     """A store cannot be used as asked; the message names the file and what to do."""
-
-
-class FeatureSpaceMismatch(StoreError):
-    """Features from another network, weights or preprocessing would be mixed."""
 
 
 @dataclass(frozen=True)

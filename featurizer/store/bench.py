@@ -22,7 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from stylesift.featurizer.store import FeatureStore, Verdict
+from stylesift.featurizer.store.facade import FeatureStore
+from stylesift.featurizer.store.types import Verdict
 
 FP = {"backbone": "synthetic", "feature_dim": 2048, "dtype": "float32"}
 BUILD_ROWS = 32768

@@ -1,6 +1,8 @@
-"""The store's durable small writes: atomic checksummed JSON, fsync, and the fault-injection points.
+"""The store's file names and durable small writes: checksummed JSON, the writer lock, fault-injection points.
 
-Shared by the store and its upgrade of old stores (a leaf module: it imports no other part of the store).
+A leaf of the store package (it imports only :mod:`stylesift.atomic` and the store's value types), shared
+by the current layout, the legacy reader and the upgrade. Every replace goes through
+:func:`stylesift.atomic.atomic_write`.
 """
 
 from __future__ import annotations
@@ -8,11 +10,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
-from stylesift.featurizer.store_types import StoreError, path_bytes
+from stylesift.atomic import atomic_write, fsync_dir
+from stylesift.featurizer.store.types import StoreError, path_bytes
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "CRASH_POINTS", "Layout", "Stale", "empty_manifest", "b64", "unb64",
+           "checksum", "write_json_atomic", "read_json", "crash_point", "fsync", "fsync_dir", "acquire_writer_lock",
+           "h5_reason", "extract_hint"]
 
 FORMAT = "stylesift-store"
 FORMAT_VERSION = 2
@@ -23,9 +32,46 @@ CRASH_POINTS = ("segment-tmp-written", "segment-renamed", "manifest-tmp-written"
                 "top-renamed", "upgrade-parts-renamed", "upgrade-old-moved")
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where the parts of the store ``path`` live (see :mod:`stylesift.featurizer.store.facade` for the layout)."""
+
+    path: Path
+
+    @property
+    def parts(self) -> Path:
+        return self.path.with_name(self.path.name + ".parts")
+
+    @property
+    def log_dir(self) -> Path:
+        return self.parts / "log"
+
+    @property
+    def manifest(self) -> Path:
+        return self.parts / "manifest.json"
+
+    @property
+    def incoming(self) -> Path:
+        return self.parts / "incoming"
+
+    @property
+    def journal(self) -> Path:
+        """The folder of small records of a format_version 1 store."""
+        return self.path.with_name(self.path.name + ".journal")
+
+    @property
+    def upgrading(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.parts.upgrading")
+
+
+class Stale(Exception):
+    """A part vanished or changed under a reader (a writer merged or folded meanwhile): read the manifest again."""
+
+
 def empty_manifest() -> dict:
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "generation": 0, "epoch": 0, "layout": 0,
             "rows": 0, "next_id": 1, "feature_sets": {}, "segments": [], "patches": [], "meta": None, "log_seq": 0}
+
 
 def b64(p: str | bytes) -> str:
     return base64.b64encode(path_bytes(p)).decode("ascii")
@@ -39,22 +85,15 @@ def checksum(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def write_json_atomic(target: Path, body: dict, folder: Path, point: str | None = None, sync_dir: bool = True) -> None:
+def write_json_atomic(target: Path, body: dict, point: str | None = None, sync_dir: bool = True) -> None:
+    """Replace ``target`` by ``body`` plus its checksum; ``point`` is passed once the bytes are written."""
     body = {k: v for k, v in body.items() if k != "checksum"}
     text = json.dumps({**body, "checksum": checksum(body)}, separators=(",", ":"))
-    tmp = folder / f".{target.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="ascii") as fh:
-            fh.write(text)
+    with atomic_write(target, "w", encoding="ascii", sync_dir=sync_dir) as fh:
+        fh.write(text)
+        if point:
             fh.flush()
-            if point:
-                crash_point(point)
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    if sync_dir:
-        fsync_dir(folder)
+            crash_point(point)  # written, not yet fsynced nor renamed
 
 
 def read_json(path: Path, remedy: str) -> dict:
@@ -67,6 +106,7 @@ def read_json(path: Path, remedy: str) -> dict:
     except ValueError as exc:
         raise StoreError(f"{path}: damaged record of the store ({exc}); {remedy}") from None
     return body
+
 
 _crash_counts: dict[str, int] = {}
 
@@ -86,7 +126,9 @@ def crash_point(name: str) -> None:
     if _crash_counts[name] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
 
+
 def fsync(path: Path) -> None:
+    """fsync a file written by a library that closed it already (a segment in the upgrade's new folder)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -94,20 +136,11 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_dir(path: Path) -> None:
-    try:
-        fsync(path)
-    except OSError:
-        pass  # some filesystems do not allow fsync on directories
-
-
 def acquire_writer_lock(path: Path, timeout: float):
     """Take ``STORE.h5.lock`` (one writer at a time), waiting up to ``timeout`` s (-1: forever); the FileLock.
 
     Says on the log when it has to wait; a lock that cannot be had is a StoreError naming the file.
     """
-    import logging
-
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(path) + ".lock")
@@ -128,3 +161,15 @@ def acquire_writer_lock(path: Path, timeout: float):
         raise StoreError(f"{path}: cannot take the writer lock ({exc.strerror or exc}: "
                          f"{exc.filename or lock.lock_file}); the store's folder must be writable") from None
     return lock
+
+
+def h5_reason(exc: BaseException) -> str:
+    """The useful part of an h5py error (a checksum failure said plainly)."""
+    text = str(exc)
+    if "filter returned failure" in text or "checksum" in text.lower():
+        return "Fletcher32 checksum mismatch"
+    return text.split("(", 1)[0].strip() or type(exc).__name__
+
+
+def extract_hint(path, name: str) -> str:
+    return f"`stylesift extract PATH --store {path} --features {name}`"
