@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     import ray
 
     from stylesift.featurizer.extract import Featurizer, list_images
-    from stylesift.featurizer.ray_engine import RayEngine
+    from stylesift.featurizer.ray import RayEngine
 
     files = list_images([args.images])[: args.n + args.batch_size]
     warm, files = files[: args.batch_size], files[args.batch_size:]

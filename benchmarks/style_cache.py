@@ -82,7 +82,7 @@ def global_cues(img: np.ndarray) -> np.ndarray:
 
 
 def main(out_dir: str, tasks: list[str]) -> None:
-    from stylesift.featurizer.backbone import preprocess
+    from stylesift.featurizer.backbones import preprocess
     from stylesift.featurizer.images import load_image
     from stylesift.featurizer.weights import resolve
 

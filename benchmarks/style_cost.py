@@ -20,7 +20,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    from stylesift.featurizer.backbone import keras_model, preprocess
+    from stylesift.featurizer.backbones import keras_model, preprocess
     from stylesift.featurizer.weights import resolve
 
     w = resolve()

@@ -202,7 +202,7 @@ def agreement(reference: np.ndarray, other: np.ndarray) -> dict:
 
 def bench_configs(precisions: Sequence[str], runtimes_: Sequence[str]) -> list[tuple[str, str]]:
     """The ``(precision, runtime)`` pairs to time: every combination where the runtime may compute the precision's space."""
-    from stylesift.featurizer import runtimes
+    from stylesift.featurizer.backbones import runtimes
 
     out = []
     for p in precisions:
@@ -252,7 +252,7 @@ def run_bench(files: Sequence[Path], *, precisions: Sequence[str] = ("float32",)
         if keras_fz is not None:
             naive_model = keras_fz.backbone.model
         else:
-            from stylesift.featurizer.backbone import Backbone
+            from stylesift.featurizer.backbones import Backbone
 
             naive_model = Backbone(next(iter(featurizers.values())).weights).model
     features = {}
@@ -341,7 +341,7 @@ def compare_stores(reference, other, *, labels: Sequence[str] = ("positive", "ne
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from stylesift.featurizer.backbone import fingerprint_id
+    from stylesift.featurizer.backbones import fingerprint_id
     from stylesift.featurizer.store import FeatureStore
 
     ref, oth = FeatureStore(reference), FeatureStore(other)

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from stylesift.featurizer import runtimes
+from stylesift.featurizer.backbones import runtimes
 from stylesift.featurizer.images import IMAGE_EXTENSIONS, ImageError, load_image, read_image_bytes
 from stylesift.featurizer.ledger import ExtractReport, Ledger, Outcome, PreparedFile
 from stylesift.featurizer.space import INPUT_SIZE
@@ -81,16 +81,16 @@ class Featurizer:
         The feature space: float32, or INT8 (NNCF on OpenVINO, its own feature space, needs
         ``pip install 'stylesift[fast]'``).
     runtime : {"auto", "keras", "openvino", "onnxruntime"}
-        What computes it (see :mod:`featurizer.runtimes`): ``auto`` is the fastest measured on this
+        What computes it (see :mod:`stylesift.featurizer.backbones.runtimes`): ``auto`` is the fastest measured on this
         machine among the runtimes proven to give that space's features. ``int8`` on ``onnxruntime``
         is the first int8 recipe, which stores and bundles made before keep.
     feature_sets : tuple of str
         The sets each forward pass computes and the store receives (``pooled``, ``style``).
     space : str, optional
-        A space name from :func:`featurizer.runtimes.space_of_fingerprint` (overrides ``precision``).
+        A space name from :func:`stylesift.featurizer.backbones.runtimes.space_of_fingerprint` (overrides ``precision``).
     backbone_file : path, optional
         Bring your own backbone: an ONNX or OpenVINO IR network with its JSON sidecar (see
-        :mod:`featurizer.byo_backbone`) instead of ResNet50; ``weights`` is then unused.
+        :mod:`stylesift.featurizer.backbones.byo`) instead of ResNet50; ``weights`` is then unused.
     recorded : dict, optional
         With ``backbone_file``: the fingerprint a store or bundle recorded; the file must be that one.
     """
@@ -104,7 +104,7 @@ class Featurizer:
         self.backbone_file = Path(backbone_file) if backbone_file else None
         self._backbone = None
         if self.backbone_file is not None:
-            from stylesift.featurizer.byo_backbone import BackboneFileError, resolve_fingerprint
+            from stylesift.featurizer.backbones.byo import BackboneFileError, resolve_fingerprint
 
             if tuple(feature_sets) != ("pooled",) or runtime not in ("auto", "openvino") or precision != "float32":
                 raise BackboneFileError(f"{self.backbone_file}: a bring-your-own backbone runs float32 on OpenVINO and "
@@ -131,7 +131,7 @@ class Featurizer:
 
         A bring-your-own backbone is loaded from ``backbone_file``, else from the path the fingerprint recorded.
         """
-        from stylesift.featurizer.byo_backbone import is_byo
+        from stylesift.featurizer.backbones import is_byo
 
         if is_byo(fingerprint):
             return cls(backbone_file=backbone_file or fingerprint["file"], recorded=fingerprint, **kwargs)
@@ -139,9 +139,9 @@ class Featurizer:
 
     @property
     def backbone(self):
-        """The network (built on first use), on the runtime chosen for this space (see :mod:`featurizer.runtimes`)."""
+        """The network (built on first use), on the runtime chosen for this space (see :mod:`stylesift.featurizer.backbones.runtimes`)."""
         if self._backbone is None and self.backbone_file is not None:
-            from stylesift.featurizer.byo_backbone import ByoBackbone
+            from stylesift.featurizer.backbones import ByoBackbone
 
             self._backbone = ByoBackbone(self.backbone_file, self.fingerprint)
         if self._backbone is None:

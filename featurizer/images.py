@@ -32,6 +32,8 @@ from struct import error as struct_error
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from stylesift.errors import StylesiftError
+
 # Extensions taken when walking a folder; a file named explicitly is always tried.
 IMAGE_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .jfif .png .gif .webp .bmp .dib .tif .tiff .ico .ppm .pgm .pbm .pnm .tga .svg .heic .avif".split()
@@ -53,8 +55,12 @@ MAX_DECODE_SECONDS = 30.0
 DEFAULT_DECODE_MEMORY = 1024 * 2**20
 
 
-class ImageError(ValueError):
-    """A file that cannot be turned into network input; ``str()`` names the file and the reason."""
+class ImageError(StylesiftError, ValueError):
+    """A file that cannot be turned into network input; ``str()`` names the file and the reason.
+
+    Part of the :class:`~stylesift.errors.StylesiftError` family (a user can fix the file) and still a
+    ``ValueError``, as it always was.
+    """
 
     def __init__(self, path, reason: str):
         super().__init__(f"{path}: {reason}")
@@ -478,3 +484,20 @@ def _unidentified_reason(source) -> str:
 
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"RIFF", "WebP"),
                (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def perceptual_hash(path) -> int | None:
+    """64-bit DCT hash of the image at ``path`` (grey 32x32, the 8x8 lowest frequencies above their median); None if unreadable.
+
+    Near-duplicate grouping (:mod:`stylesift.classifiers.grouping`) compares these by Hamming distance.
+    """
+    from scipy.fft import dctn
+
+    try:
+        with Image.open(path) as im:
+            im.draft("L", (64, 64))  # JPEGs decode at 1/8 scale: hashing costs a few milliseconds
+            grey = np.asarray(im.convert("L").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float32)
+    except Exception:  # noqa: BLE001 - a file moved or damaged since scoring: no hash, the features still group it
+        return None
+    low = dctn(grey, norm="ortho")[:8, :8].ravel()
+    return int(np.packbits(low > np.median(low[1:])).view(">u8")[0])

@@ -2,8 +2,8 @@
 
 A feature space is named by its *fingerprint*, a JSON-able dict (network, weights, precision,
 feature set, input geometry). Stores, model bundles and Ray workers all carry one and compare them
-through this module; it imports nothing of stylesift and nothing heavy, so reading a bundle header
-or a store's attributes never pulls in TensorFlow.
+through this module; it imports nothing heavy (of stylesift only the error base), so reading a bundle
+header or a store's attributes never pulls in TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,14 +11,20 @@ from __future__ import annotations
 import hashlib
 import json
 
+from stylesift.errors import StylesiftError
+
 INPUT_SIZE = 224
 FEATURE_DIM = 2048
 # Precisions a backbone can run in; each is its own feature space.
 PRECISIONS = ("float32", "int8")
 
 
-class FeatureSpaceMismatch(ValueError):
-    """Features of two different spaces were about to meet; the message names both sides' differences."""
+class FeatureSpaceMismatch(StylesiftError, ValueError):
+    """Features of two different spaces were about to meet; the message names both sides' differences.
+
+    The one such error of stylesift (the store raises it too); a ``ValueError`` as well, since it is a
+    wrong value handed in (features of another network, width or precision).
+    """
 
 
 def resnet50_fingerprint(weights_sha256: str, *, input_size: int = INPUT_SIZE) -> dict:

@@ -14,10 +14,10 @@ from PIL import Image
 
 pytest.importorskip("onnxruntime")
 
-from conftest import skimage_photos  # noqa: E402
+from helpers.pictures import skimage_photos  # noqa: E402
 
-from stylesift.featurizer.fast_backbone import FastBackboneUnavailable, require_runtime  # noqa: E402
-from stylesift.featurizer.runtimes import LEGACY_INT8, backbone_fingerprint, space_of_fingerprint  # noqa: E402
+from stylesift.featurizer.backbones.legacy_onnx import FastBackboneUnavailable, require_runtime  # noqa: E402
+from stylesift.featurizer.backbones.runtimes import LEGACY_INT8, backbone_fingerprint, space_of_fingerprint  # noqa: E402
 from stylesift.featurizer.space import fingerprint_id  # noqa: E402
 from stylesift.featurizer.store import FeatureSpaceMismatch  # noqa: E402
 
@@ -43,7 +43,7 @@ def int8_featurizer(weights):
 def test_onnx_export_computes_the_keras_network(featurizer, photos):
     import onnxruntime as ort
 
-    from stylesift.featurizer.onnx_export import export_resnet
+    from stylesift.featurizer.backbones.onnx_export import export_resnet
 
     model = export_resnet(featurizer.backbone.model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -57,7 +57,7 @@ def test_onnx_export_computes_the_keras_network(featurizer, photos):
 def test_exporter_refuses_layers_it_does_not_know():
     import keras
 
-    from stylesift.featurizer.onnx_export import UnsupportedLayer, export_resnet
+    from stylesift.featurizer.backbones.onnx_export import UnsupportedLayer, export_resnet
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylesift.featurizer.backbone import preprocess
+from stylesift.featurizer.backbones import preprocess
 from stylesift.featurizer.extract import list_images
 from stylesift.featurizer.store import FeatureSpaceMismatch, FeatureStore
 

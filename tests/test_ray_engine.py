@@ -15,10 +15,10 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import ray  # noqa: E402
-from conftest import write_pictures  # noqa: E402
+from helpers.pictures import write_pictures  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from stylesift.featurizer.ray_engine import RayEngine, RayEngineError, WorkerMismatch
+from stylesift.featurizer.ray import RayEngine, RayEngineError, WorkerMismatch
 from stylesift.featurizer.store import FeatureStore
 from stylesift.featurizer.weights import NOTOP_FILE, RECORD_FILE
 

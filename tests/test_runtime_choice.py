@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stylesift.featurizer import fast_backbone, openvino_backbone, runtimes
+from stylesift.featurizer.backbones import legacy_onnx as fast_backbone
+from stylesift.featurizer.backbones import openvino as openvino_backbone
+from stylesift.featurizer.backbones import runtimes
 
 
 def test_spaces_and_the_runtimes_allowed_to_compute_them():

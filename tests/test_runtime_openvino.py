@@ -13,9 +13,10 @@ import pytest
 
 pytest.importorskip("openvino")
 
-from conftest import skimage_photos  # noqa: E402
+from helpers.pictures import skimage_photos  # noqa: E402
 
-from stylesift.featurizer import openvino_backbone, runtimes  # noqa: E402
+from stylesift.featurizer.backbones import openvino as openvino_backbone  # noqa: E402
+from stylesift.featurizer.backbones import runtimes  # noqa: E402
 from stylesift.featurizer.space import fingerprint_id  # noqa: E402
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
@@ -59,7 +60,7 @@ def test_a_failed_check_keeps_openvino_off_the_float32_space(both_sets, weights,
     record = json.loads(openvino_backbone.check_path(ov_bb.path).read_text())
     record.update(passed=False, min_cosine=0.9995)
     openvino_backbone.check_path(tmp_path / ov_bb.path.name).write_text(json.dumps(record))
-    from stylesift.featurizer.fast_backbone import FastBackboneUnavailable
+    from stylesift.featurizer.backbones import FastBackboneUnavailable
 
     with pytest.raises(FastBackboneUnavailable, match="--runtime keras"):
         openvino_backbone.OpenVINOBackbone(weights, "float32", feature_sets=("pooled", "style"), cache=tmp_path)

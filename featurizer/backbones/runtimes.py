@@ -1,7 +1,7 @@
 """Which runtime executes a feature space: the one place that maps (precision, runtime) to a backbone.
 
 A *space* is what the features mean; a *runtime* is what computes them. Spaces and the runtimes
-allowed to execute them (each proven equal by a check, see :mod:`featurizer.openvino_backbone`):
+allowed to execute them (each proven equal by a check, see :mod:`stylesift.featurizer.backbones.openvino`):
 
 ====================  ===========================  ==========================================
 space                 runtimes                      notes
@@ -34,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from stylesift.atomic import atomic_write
 from stylesift.errors import StylesiftError
-from stylesift.featurizer import fast_backbone, openvino_backbone
-from stylesift.featurizer.backbone import POOLED, feature_fingerprint, set_fingerprints
+from stylesift.featurizer.backbones import legacy_onnx
+from stylesift.featurizer.backbones import openvino as openvino_backbone
+from stylesift.featurizer.backbones.keras import POOLED, feature_fingerprint, set_fingerprints
 from stylesift.featurizer.space import INPUT_SIZE, PRECISIONS
 from stylesift.featurizer.weights import Weights, cache_dir
 
@@ -65,7 +67,7 @@ def space_of_fingerprint(fingerprint: dict | None) -> str:
     """The space of a store's or bundle's pooled fingerprint (``float32`` when there is none)."""
     if not fingerprint or fingerprint.get("precision", "float32") == "float32":
         return "float32"
-    if fingerprint.get("quantization_id") == fast_backbone.RECIPE_ID:
+    if fingerprint.get("quantization_id") == legacy_onnx.RECIPE_ID:
         return LEGACY_INT8
     return "int8"
 
@@ -82,7 +84,7 @@ def pooled_fingerprint(weights: Weights, space: str, *, input_size: int = INPUT_
     if space == "int8":
         return openvino_backbone.int8_fingerprint(base)
     if space == LEGACY_INT8:
-        return fast_backbone.int8_fingerprint(base)
+        return legacy_onnx.int8_fingerprint(base)
     raise ValueError(f"unknown feature space {space!r}")
 
 
@@ -104,8 +106,8 @@ def installed(runtime: str) -> bool:
         return openvino_backbone.available()
     if runtime == "onnxruntime":
         try:
-            fast_backbone.require_runtime()
-        except fast_backbone.FastBackboneUnavailable:
+            legacy_onnx.require_runtime()
+        except legacy_onnx.FastBackboneUnavailable:
             return False
     return True
 
@@ -120,14 +122,14 @@ def require_runtime(space: str, runtime: str = "auto") -> None:
     if runtime == "auto":
         if not any(installed(r) for r in valid_runtimes(space)):
             if space == LEGACY_INT8:
-                fast_backbone.require_runtime()
+                legacy_onnx.require_runtime()
             openvino_backbone.require_openvino(f"the {space} backbone")
         return
     if runtime not in valid_runtimes(space):
         raise RuntimeUnavailable(f"--runtime {runtime} cannot compute {_describe(space)} features (no check proves "
                                  f"it gives the same features); use one of: {', '.join(valid_runtimes(space))}, or auto")
     if runtime == "onnxruntime":
-        fast_backbone.require_runtime()
+        legacy_onnx.require_runtime()
     elif runtime == "openvino":
         openvino_backbone.require_openvino()
 
@@ -142,12 +144,12 @@ def build(weights: Weights, space: str, runtime: str, feature_sets: tuple[str, .
     feature_sets = tuple(feature_sets)
     require_runtime(space, runtime)
     if runtime == "keras":
-        from stylesift.featurizer.backbone import Backbone
+        from stylesift.featurizer.backbones.keras import Backbone
 
         return Backbone(weights, input_size, feature_sets)
     if runtime == "openvino":
         return openvino_backbone.OpenVINOBackbone(weights, precision_of(space), input_size, feature_sets, threads)
-    return fast_backbone.Int8Backbone(weights, input_size, threads, feature_sets)
+    return legacy_onnx.Int8Backbone(weights, input_size, threads, feature_sets)
 
 
 def make_backbone(weights: Weights, precision: str = "float32", *, runtime: str = "auto",
@@ -247,7 +249,7 @@ def choose(weights: Weights, space: str, feature_sets: tuple[str, ...] = (POOLED
     entry = None if remeasure else cached_choice(space, feature_sets, input_size, cache)
     if entry:
         return entry["runtime"], None
-    from stylesift.featurizer.calibration import check_images
+    from stylesift.featurizer.backbones.calibration import check_images
 
     images = np.concatenate([check_images(input_size)] * 2)
     built, rates = {}, {}
@@ -255,7 +257,7 @@ def choose(weights: Weights, space: str, feature_sets: tuple[str, ...] = (POOLED
         log(f"measuring the {runtime} runtime for {space} on this machine (once)")
         try:
             built[runtime] = build(weights, space, runtime, feature_sets, input_size=input_size)
-        except fast_backbone.FastBackboneUnavailable:
+        except legacy_onnx.FastBackboneUnavailable:
             continue  # e.g. openvino failed its equality check here: not a candidate
         rates[runtime] = round(measure(built[runtime], images), 2)
     chosen = pick(rates)
@@ -274,6 +276,5 @@ def record(space: str, feature_sets: tuple[str, ...], input_size: int, entry: di
     except (OSError, ValueError):
         table = {}
     table.setdefault(machine_key(), {})[_space_key(space, feature_sets, input_size)] = entry
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as fh:
+        fh.write(json.dumps(table, indent=1, sort_keys=True))

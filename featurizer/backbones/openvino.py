@@ -12,7 +12,7 @@ Both are made once per machine and weights, then cached beside the weights as Op
   Compiled with ``INFERENCE_PRECISION_HINT=f32``: on CPUs with bf16 OpenVINO otherwise computes in
   bfloat16 (measured: cosine 0.9995 to Keras, not the same space).
 - **int8**: :data:`INT8_RECIPE`, NNCF's ``quantize`` of the float32 model on
-  :func:`featurizer.calibration.calibration_images`. The fingerprint names the recipe, never the
+  :func:`stylesift.featurizer.backbones.calibration.calibration_images`. The fingerprint names the recipe, never the
   CPU: the non-quantized parts run in float32 on every CPU (``f32`` hint) and the overflow fix
   keeps AVX2-only CPUs from saturating, so a VNNI or bf16 CPU computes the same features as an
   AVX2-only one (measured with ``ONEDNN_MAX_CPU_ISA=AVX2``: cosine 1.000000 on 192 shared images).
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stylesift.atomic import atomic_path, atomic_write
 from stylesift.featurizer.space import INPUT_SIZE
 from stylesift.featurizer.weights import Weights, cache_dir
 
@@ -57,7 +58,7 @@ INT8_RECIPE_ID = hashlib.sha256(json.dumps(INT8_RECIPE, sort_keys=True).encode()
 
 def require_openvino(what: str = "the openvino runtime") -> None:
     """Raise :class:`FastBackboneUnavailable` unless OpenVINO (and NNCF for INT8) can be imported."""
-    from stylesift.featurizer.fast_backbone import FastBackboneUnavailable
+    from stylesift.featurizer.backbones.legacy_onnx import FastBackboneUnavailable
 
     try:
         import openvino  # noqa: F401
@@ -84,7 +85,7 @@ def int8_fingerprint(base: dict) -> dict:
 def model_path(weights: Weights, precision: str, feature_sets: tuple[str, ...], input_size: int = INPUT_SIZE,
                cache: Path | None = None) -> Path:
     """Where the IR of this precision, weights and feature sets is cached (``.xml``; ``.bin`` beside it)."""
-    from stylesift.featurizer.style import STYLE_VERSION
+    from stylesift.featurizer.backbones.style import STYLE_VERSION
 
     # A set's recipe is part of the name: a network built for an older style set is never reused.
     sets = "+".join(f"style{STYLE_VERSION}" if name == "style" else name for name in feature_sets)
@@ -124,17 +125,26 @@ def check_equal(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], 
 
 
 def _save_atomic(model, target: Path, extra: dict | None = None) -> None:
+    """Write the IR pair ``target`` (``.xml``) and its ``.bin``, and the check record ``extra`` if given.
+
+    Each file replaces its old self atomically (:mod:`stylesift.atomic`); the check record first, then
+    the ``.bin``, the ``.xml`` last, so an ``.xml`` is only there once its ``.bin`` is.
+    """
     import openvino as ov
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="stylesift-ov-", dir=target.parent) as tmp:
-        xml = Path(tmp) / target.name
+    # OpenVINO wants a name ending in .xml and puts the .bin beside it, so it writes into a scratch
+    # folder (beside the target: same file system, named like a temp of it); each file then moves
+    # into its atomic temp path.
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent) as scratch:
+        xml = Path(scratch) / target.name
         ov.save_model(model, str(xml), compress_to_fp16=False)
         if extra is not None:
-            check_path(xml).write_text(json.dumps(extra, indent=1))
-            os.replace(check_path(xml), check_path(target))
-        os.replace(xml.with_suffix(".bin"), target.with_suffix(".bin"))
-        os.replace(xml, target)  # last: an .xml is only there once its .bin is
+            with atomic_write(check_path(target), "w") as fh:
+                fh.write(json.dumps(extra, indent=1))
+        for written, final in ((xml.with_suffix(".bin"), target.with_suffix(".bin")), (xml, target)):
+            with atomic_path(final) as tmp:
+                os.replace(written, tmp)
 
 
 def build_float32(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",), input_size: int = INPUT_SIZE,
@@ -146,8 +156,8 @@ def build_float32(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",),
         return target
     import openvino as ov
 
-    from stylesift.featurizer.backbone import Backbone
-    from stylesift.featurizer.calibration import check_images
+    from stylesift.featurizer.backbones.calibration import check_images
+    from stylesift.featurizer.backbones.keras import Backbone
 
     keras_backbone = Backbone(weights, input_size, feature_sets)
     with warnings.catch_warnings():
@@ -178,7 +188,7 @@ def build_int8(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",), in
     try:
         import nncf
     except ImportError:
-        from stylesift.featurizer.fast_backbone import FastBackboneUnavailable
+        from stylesift.featurizer.backbones.legacy_onnx import FastBackboneUnavailable
 
         raise FastBackboneUnavailable("building the int8 backbone needs NNCF (not installed); install the extra "
                                       "with `pip install 'stylesift[fast]'`") from None
@@ -186,7 +196,7 @@ def build_int8(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",), in
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    from stylesift.featurizer.calibration import calibration_images
+    from stylesift.featurizer.backbones.calibration import calibration_images
 
     float_xml = build_float32(weights, feature_sets, input_size, cache)
     model = ov.Core().read_model(str(float_xml))
@@ -223,7 +233,7 @@ def _run_compiled(compiled, images: np.ndarray, feature_sets: tuple[str, ...]) -
 
 
 class OpenVINOBackbone:
-    """The backbone on OpenVINO, float32 or INT8; same interface as :class:`featurizer.backbone.Backbone`.
+    """The backbone on OpenVINO, float32 or INT8; same interface as :class:`stylesift.featurizer.backbones.keras.Backbone`.
 
     Parameters
     ----------
@@ -244,7 +254,7 @@ class OpenVINOBackbone:
         require_openvino()
         import openvino as ov
 
-        from stylesift.featurizer.backbone import POOLED, feature_fingerprint, set_fingerprints
+        from stylesift.featurizer.backbones.keras import POOLED, feature_fingerprint, set_fingerprints
 
         self.weights, self.precision, self.input_size = weights, precision, input_size
         self.feature_sets = tuple(feature_sets)
@@ -252,7 +262,7 @@ class OpenVINOBackbone:
             self.path = build_float32(weights, self.feature_sets, input_size, cache)
             check = json.loads(check_path(self.path).read_text())
             if not check.get("passed"):
-                from stylesift.featurizer.fast_backbone import FastBackboneUnavailable
+                from stylesift.featurizer.backbones.legacy_onnx import FastBackboneUnavailable
 
                 raise FastBackboneUnavailable(
                     f"{self.path}: OpenVINO float32 does not reproduce the Keras features on this machine (minimum "

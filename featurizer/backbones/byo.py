@@ -108,7 +108,7 @@ def _output_dim(path: Path, spec: dict) -> int:
 
 def resolve_fingerprint(path: Path, recorded: dict | None = None) -> dict:
     """This file's fingerprint; with ``recorded`` (from a store or bundle), that one, after proving it is the same file."""
-    from stylesift.featurizer.openvino_backbone import require_openvino
+    from stylesift.featurizer.backbones.openvino import require_openvino
 
     require_openvino("--backbone")
     path = Path(path)

@@ -1,11 +1,11 @@
 """The first INT8 recipe (ONNX Runtime): kept so that stores and bundles made with it keep scoring.
 
-New int8 features come from :mod:`featurizer.openvino_backbone` (NNCF, OpenVINO); this recipe is
-its own feature space and runs with ``--runtime onnxruntime``; :mod:`featurizer.runtimes` picks
-it by itself for a store or bundle that holds its features.
+New int8 features come from :mod:`stylesift.featurizer.backbones.openvino` (NNCF, OpenVINO); this recipe
+is its own feature space and runs with ``--runtime onnxruntime``; :mod:`stylesift.featurizer.backbones.runtimes`
+picks it by itself for a store or bundle that holds its features.
 
 Made once per weights and then cached next to them: the Keras network is exported to ONNX
-(:mod:`featurizer.onnx_export`), then statically quantized with ONNX Runtime's quantizer,
+(:mod:`stylesift.featurizer.backbones.onnx_export`), then statically quantized with ONNX Runtime's quantizer,
 calibrated on a fixed set of pictures that scikit-image ships (plus a few drawn screenshots), so
 the result depends on nothing but the weights and the recipe below. Both are in the fingerprint:
 INT8 features are a feature space of their own and never mix with float32 ones.
@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stylesift.atomic import atomic_path
 from stylesift.errors import StylesiftError
-from stylesift.featurizer.calibration import CALIBRATION_SET, calibration_images  # noqa: F401
+from stylesift.featurizer.backbones.calibration import CALIBRATION_SET, calibration_images  # noqa: F401
 from stylesift.featurizer.weights import Weights, cache_dir
 
 # Everything that decides the quantized network besides the weights; part of the fingerprint.
@@ -88,15 +89,17 @@ def build_int8_model(weights: Weights, *, input_size: int = 224, cache: Path | N
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from stylesift.featurizer.backbone import Backbone
-    from stylesift.featurizer.onnx_export import export_resnet
+    from stylesift.featurizer.backbones.keras import Backbone
+    from stylesift.featurizer.backbones.onnx_export import export_resnet
 
     target.parent.mkdir(parents=True, exist_ok=True)
     calibration = calibration_images(input_size)
-    with tempfile.TemporaryDirectory(prefix="stylesift-int8-", dir=target.parent) as tmp:
+    # The float32 export is a scratch file; only the quantized network is the cache entry, and it
+    # appears under its name only once complete (the quantizer writes the temp path itself).
+    with tempfile.TemporaryDirectory(prefix="stylesift-int8-", dir=target.parent) as tmp, \
+            atomic_path(target) as quantized:
         float_model = Path(tmp) / "float32.onnx"
         onnx.save(export_resnet(Backbone(weights, input_size).model, input_size=input_size), str(float_model))
-        quantized = Path(tmp) / "int8.onnx"
         with _quiet_quantizer():
             quantize_static(
                 str(float_model), str(quantized), _batches(calibration, 8),
@@ -104,12 +107,11 @@ def build_int8_model(weights: Weights, *, input_size: int = 224, cache: Path | N
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
                 calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=RECIPE["float32_layers"],
             )
-        os.replace(quantized, target)
     return target
 
 
 class Int8Backbone:
-    """Headless ResNet50, INT8, on ONNX Runtime; same call as :class:`featurizer.backbone.Backbone`.
+    """Headless ResNet50, INT8, on ONNX Runtime; same call as :class:`stylesift.featurizer.backbones.keras.Backbone`.
 
     Parameters
     ----------
@@ -126,7 +128,7 @@ class Int8Backbone:
         if tuple(feature_sets) != ("pooled",):
             raise FastBackboneUnavailable("the first int8 recipe (ONNX Runtime) computes the pooled set only; "
                                           "re-extract with --runtime openvino for other feature sets")
-        from stylesift.featurizer.backbone import feature_fingerprint
+        from stylesift.featurizer.backbones.keras import feature_fingerprint
 
         require_runtime()
         import onnxruntime as ort
