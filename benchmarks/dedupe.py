@@ -74,10 +74,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    from stylesift.classifiers.grouping import unit_rows
     from stylesift.featurizer.extract import Featurizer
     from stylesift.featurizer.images import load_image
     from stylesift.featurizer.store import FeatureStore
-    from stylesift.review.dedupe import unit_rows
 
     # Every stored image: the pool in which each original looks for its most similar other photo.
     pool, pool_sha, pool_paths = [], [], []
@@ -134,7 +134,7 @@ def main() -> None:
     }
     all_cos, all_ham = np.concatenate([cos[k] for k in VARIANTS]), np.concatenate([ham[k] for k in VARIANTS])
     kinds_flat = np.concatenate([[k] * len(cos[k]) for k in VARIANTS])
-    # The rule review/dedupe.py uses: same photo when the cosine OR the hash says so.
+    # The rule classifiers/grouping.py uses: same photo when the cosine OR the hash says so.
     result["cosine_or_phash"] = {
         f"cos>={t} or ham<={h}": {
             "reposts_missed": round(float(np.mean((all_cos < t) & (all_ham > h))), 4),
@@ -150,7 +150,7 @@ def main() -> None:
                  "others_merged": round(float(np.mean(np.array(nearest_ham) <= t)), 4)}
         for t in (4, 8, 10, 12, 16)}
     # Per task: how close the most similar other photo comes, and what the default rule merges.
-    from stylesift.review.dedupe import DEFAULT_THRESHOLD, MAX_HAMMING
+    from stylesift.classifiers.grouping import DEFAULT_THRESHOLD, MAX_HAMMING
 
     tasks_a, nc, nh = np.array(tasks), np.array(nearest_cos), np.array(nearest_ham)
     result["per_task"] = {

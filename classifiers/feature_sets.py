@@ -1,7 +1,7 @@
 """Which stored features a classifier learns from: one feature set, or a concatenation of several.
 
 A store row may hold several named feature sets computed in the same forward pass (``pooled``: the
-2048-d last stage; ``style``: statistics of early stages, see :mod:`stylesift.featurizer.style`).
+2048-d last stage; ``style``: statistics of early stages, see :mod:`stylesift.featurizer.backbones.style`).
 A classifier takes exactly one *set name*: a stored set, or stored sets joined by ``+``
 (``pooled+style``), whose vectors are concatenated in that order. A bundle records the name and the
 fingerprints of its parts in its summary; scoring reads the same parts again.

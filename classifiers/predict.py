@@ -22,7 +22,7 @@ from stylesift.classifiers.feature_sets import (
     store_fingerprints,
     stored_parts,
 )
-from stylesift.classifiers.selection import select
+from stylesift.classifiers.grouping import choose, group_sizes
 
 
 @dataclass
@@ -156,10 +156,11 @@ class Predictor:
 
         Selection: ``threshold`` (default: the bundle's), or the ``top_k`` / ``top_fraction``
         highest scores of this run. ``dedupe`` (a cosine similarity, e.g.
-        :data:`~stylesift.review.dedupe.DEFAULT_THRESHOLD`) groups near-duplicates: every row gets
+        :data:`~stylesift.classifiers.grouping.DEFAULT_THRESHOLD`) groups near-duplicates: every row gets
         ``group`` and ``group_size``, and only a group's best-scoring row can be selected, so a
-        group counts once toward ``top_k`` (see :func:`~stylesift.review.dedupe.select_distinct`).
+        group counts once toward ``top_k`` (see :func:`~stylesift.classifiers.grouping.select_distinct`).
         """
+        from stylesift.featurizer.images import perceptual_hash
         from stylesift.featurizer.store import FeatureStore
 
         report = self.featurizer.extract(paths, self.store, progress=progress)
@@ -175,24 +176,16 @@ class Predictor:
         name = bundle_set(self.bundle.summary)
         check_set(self.bundle.summary, store_fingerprints(st), self.store)
         scores = self.bundle.score(X if name == DEFAULT_SET else load_features(st, rows, name)) if len(rows) else np.zeros(0)
-        if threshold is None and top_k is None and top_fraction is None:
-            threshold = self.bundle.threshold
-        groups = None
-        if dedupe is not None:
-            from stylesift.review.dedupe import group_by_score, select_distinct
-
-            groups = group_by_score(X, scores, dedupe, paths=[p for p, _ in items]) if len(rows) else np.zeros(0, np.int64)
-            chosen, selection = select_distinct(scores, groups, threshold=threshold, top_k=top_k, top_fraction=top_fraction)
-            selection["dedupe"] = float(dedupe)
-        else:
-            chosen, selection = select(scores, threshold=threshold, top_k=top_k, top_fraction=top_fraction)
+        features = X if len(rows) else np.zeros((0, 0), np.float32)
+        paths = [p for p, _ in items]
+        chosen, groups, selection = choose(scores, self.bundle.threshold, threshold=threshold, top_k=top_k,
+                                           top_fraction=top_fraction, dedupe=dedupe, features=features,
+                                           hash_of=lambda i: perceptual_hash(paths[i]))
         result = ScoreResult(selection=selection, interrupted=report.interrupted, skipped=list(getattr(report, "skipped", [])),
                              failed=[{"path": f["path"], "error": f["error"]} for f in report.failed] + vanished)
         result.rows = [{"path": p, "sha256": sha, "score": float(s), "selected": bool(c)}
                        for (p, sha), s, c in zip(items, scores, chosen)]
         if groups is not None:
-            from stylesift.review.dedupe import group_sizes
-
             for row, g, size in zip(result.rows, groups, group_sizes(groups)):
                 row["group"], row["group_size"] = int(g), int(size)
         return result

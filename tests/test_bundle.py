@@ -9,11 +9,10 @@ import json
 import joblib
 import numpy as np
 import pytest
+from helpers.bundles import FINGERPRINT, make_bundle, write_legacy, write_raw
 
 from stylesift.classifiers.bundle import LEGACY_MAGIC, MAGIC, UPGRADE_COMMAND, Bundle, BundleError, inspect, read_header, upgrade
 from stylesift.classifiers.head import OutputLayerHead
-
-FINGERPRINT = {"backbone": "test", "weights_sha256": "0" * 64, "feature_dim": 16, "dtype": "float32"}
 
 
 class Tripwire:
@@ -34,36 +33,10 @@ def fitted():
     return OutputLayerHead().fit(X, y), X, y
 
 
-def make_bundle(fitted, fingerprint=FINGERPRINT) -> Bundle:
-    model, X, y = fitted
-    sha = np.array([f"{i:064x}" for i in range(len(X))])
-    return Bundle(pipeline=model.pipeline_, threshold=model.threshold_, method="head", positive_label="good",
-                  negative_label="ordinary", fingerprint=fingerprint, summary={"positives": int(y.sum())},
-                  train_sha256=sha, train_labels=np.where(y, "good", "ordinary"))
-
-
 def split(path) -> tuple[dict, bytes]:
     raw = path.read_bytes()
     line, payload = raw[len(MAGIC):].split(b"\n", 1)
     return json.loads(line), payload
-
-
-def write_raw(path, header, payload: bytes, magic: bytes = MAGIC) -> None:
-    path.write_bytes(magic + json.dumps(header).encode() + b"\n" + payload)
-
-
-def write_legacy(path, fitted, payload_obj=None) -> None:
-    """A format-1 bundle as stylesift 0.2 wrote it: the JSON header, then a joblib pickle."""
-    model, X, y = fitted
-    buf = io.BytesIO()
-    joblib.dump(payload_obj if payload_obj is not None else
-                {"pipeline": model.pipeline_, "train_sha256": np.array([f"{i:064x}" for i in range(len(X))]),
-                 "train_labels": np.where(y, "good", "ordinary")}, buf, compress=3)
-    payload = buf.getvalue()
-    header = make_bundle(fitted).header(payload)
-    header.update(format_version=1, versions={**header["versions"], "joblib": joblib.__version__})
-    del header["payload_format"]
-    write_raw(path, header, payload, LEGACY_MAGIC)
 
 
 def test_round_trip_keeps_scores_threshold_labels_and_training_ids(tmp_path, fitted):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stylesift.review.dedupe import group_by_score, group_near_duplicates, group_sizes, select_distinct
+from stylesift.classifiers.grouping import group_by_score, group_near_duplicates, group_sizes, select_distinct
 
 
 def _near(v, rng, eps):
@@ -78,7 +78,8 @@ def test_report_shows_one_card_per_group_with_the_others_behind_it(tmp_path):
 def test_a_recompressed_or_resized_copy_groups_by_its_hash_even_when_features_drift(tmp_path):
     from PIL import Image
 
-    from stylesift.review.dedupe import hamming, perceptual_hash
+    from stylesift.classifiers.grouping import hamming
+    from stylesift.featurizer.images import perceptual_hash
 
     rng = np.random.default_rng(3)
     yy, xx = np.mgrid[0:120, 0:160]
@@ -91,5 +92,5 @@ def test_a_recompressed_or_resized_copy_groups_by_its_hash_even_when_features_dr
     assert hamming(np.array(hashes[1:], np.uint64), hashes[0]).tolist()[0] <= 4
     assert perceptual_hash(tmp_path / "missing.jpg") is None
     features = rng.standard_normal((3, 16))  # unrelated features: only the hash can group them
-    groups = group_by_score(features, np.array([0.9, 0.8, 0.7]), 0.99, paths=[tmp_path / n for n in ("a.jpg", "b.jpg", "c.jpg")])
+    groups = group_by_score(features, np.array([0.9, 0.8, 0.7]), 0.99, hash_of=lambda i: hashes[i])
     assert groups[0] == groups[1] != groups[2]

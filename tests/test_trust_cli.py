@@ -54,7 +54,7 @@ def test_model_info_shows_the_header_without_loading_and_keeps_brackets(bundle_f
 
 
 def test_model_upgrade_needs_trust_pickle_and_converts(tmp_path, bundle_file):
-    from test_bundle import write_legacy
+    from helpers.bundles import write_legacy
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 16)).astype(np.float32)
@@ -98,13 +98,13 @@ def test_the_console_never_reads_file_names_or_advice_as_markup(capsys):
 
 
 def test_model_info_names_what_a_hostile_or_damaged_file_holds_and_runs_nothing(tmp_path, bundle_file):
-    from test_trust_model import Marker, payload_of, write
+    from helpers.bundles import Marker, payload_of, write
 
     marker = tmp_path / "ran"
     header, payload = payload_of(Bundle.load(bundle_file).pipeline, {"extra": Marker(marker)})
     hostile = write(tmp_path / "hostile.ssmodel", header, payload)
     result = run("model", "info", hostile)
-    assert result.exit_code == 1 and "outside the allow-list: test_trust_model.Marker" in result.output
+    assert result.exit_code == 1 and f"outside the allow-list: {Marker.__module__}.Marker" in result.output
     assert not marker.exists()
     raw = bundle_file.read_bytes().split(b"\n", 2)
     damaged = tmp_path / "damaged.ssmodel"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skops.io
-from conftest import write_pictures
+from helpers.pictures import write_pictures
 from typer.testing import CliRunner
 
 from stylesift.classifiers.bundle import MAGIC, UPGRADE_COMMAND, Bundle

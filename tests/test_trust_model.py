@@ -8,37 +8,21 @@ its file is really hostile (loaded with the offending type trusted, the marker a
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import pickle
 import sys
 import zipfile
-from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
 import skops.io
+from helpers.bundles import FINGERPRINT, Marker, payload_of, write
 
-from stylesift.classifiers.bundle import MAGIC, Bundle, BundleError
+from stylesift.classifiers.bundle import Bundle, BundleError
 from stylesift.classifiers.head import OutputLayerHead
 from stylesift.classifiers.predict import Predictor
-
-FINGERPRINT = {"backbone": "test", "weights_sha256": "0" * 64, "feature_dim": 16, "dtype": "float32"}
-
-
-class Marker:
-    """Building one (skops calls ``__setstate__``) or unpickling one (``__reduce__``) writes its file."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __setstate__(self, state):
-        Path(state["path"]).write_text("code ran")
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 class FakeFeaturizer:
@@ -52,22 +36,6 @@ def fitted():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 16)).astype(np.float32)
     return OutputLayerHead().fit(X, X[:, 0] > 0)
-
-
-def payload_of(pipeline, extra=None, fingerprint=FINGERPRINT) -> tuple[dict, bytes]:
-    data = {"pipeline": pipeline, "train_sha256": np.array(["0" * 64]), "train_labels": np.array(["good"])}
-    if extra is not None:
-        data.update(extra)
-    payload = skops.io.dumps(data)
-    header = Bundle(pipeline, 0.0, "head", "good", "ordinary", fingerprint).header(payload)
-    return header, payload
-
-
-def write(path, header: dict, payload: bytes) -> Path:
-    """A bundle whose header checksum and size match ``payload``: the attacker rewrote them."""
-    header = {**header, "payload_sha256": hashlib.sha256(payload).hexdigest(), "payload_bytes": len(payload)}
-    path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
-    return path
 
 
 def edit_zip(payload: bytes, edit) -> bytes:
@@ -95,11 +63,11 @@ def assert_refused(path, marker, *, match):
 def test_an_extra_object_whose_state_runs_code_is_refused_by_name(tmp_path, fitted):
     marker = tmp_path / "ran"
     header, payload = payload_of(fitted.pipeline_, {"extra": Marker(marker)})
-    skops.io.loads(payload, trusted=[f"{__name__}.Marker"])  # proof: built, it runs code
+    skops.io.loads(payload, trusted=[f"{Marker.__module__}.Marker"])  # proof: built, it runs code
     assert marker.exists()
     marker.unlink()
     message = assert_refused(write(tmp_path / "m.ssmodel", header, payload), marker, match="allow-list")
-    assert f"{__name__}.Marker" in message and "Nothing was loaded" in message
+    assert f"{Marker.__module__}.Marker" in message and "Nothing was loaded" in message
 
 
 def test_a_hostile_object_hidden_inside_the_pipeline_is_refused(tmp_path, fitted):
@@ -108,7 +76,7 @@ def test_a_hostile_object_hidden_inside_the_pipeline_is_refused(tmp_path, fitted
     marker = tmp_path / "ran"
     pipeline = Pipeline([("hidden", Marker(marker)), *fitted.pipeline_.steps])
     header, payload = payload_of(pipeline)
-    assert f"{__name__}.Marker" in assert_refused(write(tmp_path / "m.ssmodel", header, payload), marker, match="allow-list")
+    assert f"{Marker.__module__}.Marker" in assert_refused(write(tmp_path / "m.ssmodel", header, payload), marker, match="allow-list")
 
 
 def test_a_global_lookup_of_a_module_that_runs_code_on_import_is_refused(tmp_path, fitted, monkeypatch):
