@@ -1,6 +1,6 @@
 """``stylesift demo``: the whole pipeline, end to end, on images that need nothing from the user.
 
-Steps: write the demo images (:mod:`review.demo_data`), extract their features into a store,
+Steps: write the demo images (:mod:`stylesift.review.demo_data`), extract their features into a store,
 compare every method on the training images, train the default model, score a held-back mix of
 new uploads, and write the scores, the contact sheet and the ROC/PR plots. Everything lands under
 one folder (``artifacts/demo`` by default); running it again reuses the cached features.
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from stylesift.classifiers.grouping import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
 from stylesift.errors import StylesiftError
-from stylesift.review.dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
 from stylesift.review.demo_data import DemoSet, make_demo_set
 from stylesift.review.report import ReportSummary, write_score_report
 
@@ -80,7 +80,7 @@ def run_demo(root: str | os.PathLike = DEFAULT_ROOT, *, n_train: int = 40, n_new
     method : str
         The method ``train`` fits for scoring.
     weights, featurizer : optional
-        Explicit weights file, or a ready :class:`featurizer.extract.Featurizer` to share.
+        Explicit weights file, or a ready :class:`stylesift.featurizer.extract.Featurizer` to share.
     say : callable
         Receives one line per finished step (the CLI prints them).
     progress : callable, optional

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stylesift.errors import StylesiftError
-from stylesift.featurizer.store_types import file_sha256
+from stylesift.featurizer.store.types import file_sha256
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -23,6 +23,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from stylesift.atomic import atomic_write
 from stylesift.featurizer.images import to_rgb
 
 THUMB_PX = 180  # longest side of a thumbnail, in CSS pixels
@@ -121,7 +122,7 @@ def write_report(out: str | os.PathLike, rows: Iterable[Mapping], *, failures: I
         The HTML file to write (its folder is created).
     rows : iterable of mappings
         Scored images: ``path``, ``sha256``, ``score`` (higher = more like the positives) and
-        ``selected`` (bool), as :class:`classifiers.predict.Predictor` returns them. A row with an
+        ``selected`` (bool), as :class:`stylesift.classifiers.predict.Predictor` returns them. A row with an
         ``error`` (and no score) counts as a failure.
     failures : iterable of mappings
         Files that could not be read: ``path`` and ``error`` (or ``reason``).
@@ -172,9 +173,8 @@ def write_report(out: str | os.PathLike, rows: Iterable[Mapping], *, failures: I
                  extra=extra or {}, shown=shown, band=band, failed=failed, thumbs=thumbs, evidence=evidence,
                  dups=dups)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)  # a half-written report never replaces a good one
+    with atomic_write(out, "w", encoding="utf-8") as fh:  # a half-written report never replaces a good one
+        fh.write(page)
     summary.bytes = out.stat().st_size
     summary.seconds = time.perf_counter() - started
     return summary
@@ -182,7 +182,7 @@ def write_report(out: str | os.PathLike, rows: Iterable[Mapping], *, failures: I
 
 def write_score_report(out: str | os.PathLike, result, bundle, store, *, model: str | os.PathLike | None = None,
                        **kwargs) -> ReportSummary:
-    """The contact sheet of one scoring run: ``result`` from :meth:`classifiers.predict.Predictor.score`.
+    """The contact sheet of one scoring run: ``result`` from :meth:`stylesift.classifiers.predict.Predictor.score`.
 
     ``bundle`` gives the method, threshold and the training positives' store ids, ``store`` (the
     scoring store, a path) their features and files for the evidence column. ``kwargs`` go to

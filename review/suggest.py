@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stylesift.review.dedupe import unit_rows
+from stylesift.classifiers.grouping import unit_rows
 
 
 @dataclass

@@ -9,8 +9,8 @@ import re
 
 import numpy as np
 import pytest
-from conftest import write_pictures
-from fake_store import ArrayStore
+from helpers.fake_store import ArrayStore
+from helpers.pictures import write_pictures
 from PIL import Image
 
 from stylesift.review.report import nearest_positives, thumbnail_data_uri, write_report

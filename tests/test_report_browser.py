@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_store import ArrayStore
+from helpers.fake_store import ArrayStore
 from PIL import Image
 
 from stylesift.review.demo_data import augment, available_photos, render_snapshot

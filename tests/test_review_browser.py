@@ -17,7 +17,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from review_world import build_round, running  # noqa: E402
+from helpers.review_world import build_round, running  # noqa: E402
 
 from stylesift.featurizer.store import FeatureStore  # noqa: E402
 

@@ -9,10 +9,12 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from review_world import build_round, call, running  # noqa: E402
+from helpers.review_world import build_round, call, running  # noqa: E402
 
 from stylesift.featurizer.store import FeatureStore  # noqa: E402
-from stylesift.review.server import ReviewError, bind, numbered_model_path  # noqa: E402
+from stylesift.review.retrain import numbered_model_path  # noqa: E402
+from stylesift.review.round import ReviewError  # noqa: E402
+from stylesift.review.server import bind  # noqa: E402
 
 
 @pytest.fixture

@@ -124,3 +124,27 @@ def test_compare_hides_positives_for_pu_and_names_the_best_positives_only_method
     assert all(p["class_prior"] < 0.05 for p in collapsed["params"])
     with pytest.raises(ValueError, match="pu_hidden"):
         compare(X, y, methods=["pu"], pu_hidden=1.0)
+
+
+def test_cli_train_pu_reports_the_prior_and_the_bundle_scores_like_the_library(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from stylesift.classifiers.bundle import Bundle
+    from stylesift.cli.main import app
+
+    path = tmp_path / "s.h5"
+    digests, truth = make_store(path)
+    out = tmp_path / "m.ssmodel"
+    result = CliRunner().invoke(app, ["train", "--positive", "quality", "--store", str(path), "--method", "pu",
+                                      "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["method"] == "pu" and doc["background_rows"] == len(truth) and 0.1 < doc["class_prior"] < 0.4
+    assert doc["params"]["threshold"] == "prior"  # no --target-recall: the threshold follows the prior
+    loaded = Bundle.load(out)
+    assert loaded.summary["class_prior"] == doc["class_prior"]
+    bad = CliRunner().invoke(app, ["train", "--positive", "quality", "--store", str(path), "--method", "pu",
+                                   "--out", str(out), "--background", "nope"])
+    assert bad.exit_code == 1 and "no rows labelled 'nope'" in bad.output

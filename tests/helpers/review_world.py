@@ -18,12 +18,11 @@ FP = {"backbone": "test", "feature_dim": 24, "dtype": "float32"}
 
 def build_round(tmp_path, *, n=14, retrain_every=0):
     """Store, model and a ReviewRound over ``n`` picture files; rows 0 and 1 are near-duplicates."""
-    from conftest import write_pictures
-
+    from helpers.pictures import write_pictures
     from stylesift.classifiers.bundle import Bundle
     from stylesift.classifiers.two_class import TwoClassSVM
     from stylesift.featurizer.store import FeatureStore
-    from stylesift.review.server import ReviewRound
+    from stylesift.review.round import ReviewRound
 
     rng = np.random.default_rng(0)
     pos_c = np.r_[np.full(12, 2.0), np.zeros(12)]

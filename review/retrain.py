@@ -1,0 +1,101 @@
+"""Background retraining for a review round: one retrain at a time, written to a new numbered model file.
+
+**Retraining never replaces a file.** A retrained model is written next to the old one with the next
+free number (``model-002.ssmodel``, :func:`numbered_model_path`), loaded back through the bundle checks
+(:func:`train_next`), and only then put in use by the round; :class:`Retrainer` runs that in a
+thread and keeps the status the review page shows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def numbered_model_path(model: Path) -> Path:
+    """The next free ``STEM-NNN.SUFFIX`` beside ``model`` (``model.ssmodel`` -> ``model-002.ssmodel``).
+
+    A model already numbered (``model-002``) continues its own series (``model-003``).
+    """
+    model = Path(model)
+    stem, suffix = model.stem, model.suffix
+    base, _, num = stem.rpartition("-")
+    if base and num.isdigit() and len(num) == 3:
+        stem, n = base, int(num) + 1
+    else:
+        n = 2
+    while (model.parent / f"{stem}-{n:03d}{suffix}").exists():
+        n += 1
+    return model.parent / f"{stem}-{n:03d}{suffix}"
+
+
+def needs_negative(method: str) -> bool:
+    """Whether ``method`` cannot train without counter-examples."""
+    from stylesift.classifiers.methods import get_method
+
+    return get_method(method).needs_negatives
+
+
+def train_next(store: Path, old_model: Path, old_bundle, *, positive: str, negative: str | None, method: str,
+               fingerprint: dict | None):
+    """Train ``method`` on ``store``'s labels (the old model's feature set) and write it to the next numbered file.
+
+    Returns ``(path, bundle)``: the file written and the bundle loaded back from it through the bundle
+    checks against ``fingerprint`` (the store's).
+    """
+    from stylesift.classifiers.bundle import Bundle
+    from stylesift.classifiers.feature_sets import bundle_set
+    from stylesift.classifiers.train import train
+
+    bundle = train(store, positive, negative, method, n_jobs=1, feature_set=bundle_set(old_bundle.summary))
+    path = numbered_model_path(old_model)
+    bundle.save(path)
+    return path, Bundle.load(path, fingerprint=fingerprint)
+
+
+class Retrainer:
+    """Runs retrains in a background thread, one at a time.
+
+    Parameters
+    ----------
+    lock : threading lock
+        The owner's lock; ``status`` changes under it.
+
+    ``status`` is None before the first retrain, then ``{"started"}`` while one runs, with ``"done"``
+    and ``"file"`` added when it succeeded, or ``{"started", "error"}`` when it failed (the old model
+    stays in use). ``verdicts_at_last_train`` is the owner's verdict count when the last one started.
+    """
+
+    def __init__(self, lock):
+        self._lock = lock
+        self.status: dict | None = None
+        self.verdicts_at_last_train = 0
+
+    @property
+    def running(self) -> bool:
+        return bool(self.status) and "error" not in self.status and "done" not in self.status
+
+    def due(self, verdicts: int, every: int) -> bool:
+        """Whether ``every`` (> 0) new verdicts arrived since the last retrain started."""
+        return every > 0 and verdicts - self.verdicts_at_last_train >= every
+
+    def start(self, job: Callable[[], str], verdicts: int) -> bool:
+        """Run ``job`` (returns the new model's file name) in the background; False when one is running already."""
+        with self._lock:
+            if self.running:
+                return False
+            self.status = {"started": time.time()}
+            self.verdicts_at_last_train = verdicts
+        threading.Thread(target=self._run, args=(job,), name="stylesift-retrain", daemon=True).start()
+        return True
+
+    def _run(self, job: Callable[[], str]) -> None:
+        try:
+            file = job()
+            with self._lock:
+                self.status = {"started": self.status["started"], "done": time.time(), "file": file}
+        except Exception as exc:  # noqa: BLE001 - shown on the page; the old model stays in use
+            with self._lock:
+                self.status = {"started": (self.status or {}).get("started"), "error": str(exc)}
