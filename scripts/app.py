@@ -10,6 +10,7 @@ import json
 import math
 import sys
 from contextlib import contextmanager
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -80,8 +81,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit (loads nothing else)."),
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit (loads nothing else).")] = False,
 ) -> None:
     """Learn a visual style from example images and pick matching images out of a stream."""
 

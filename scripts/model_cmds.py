@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -16,7 +17,7 @@ model_app = typer.Typer(help="Model bundles: show one without loading it (info),
 
 @model_app.command()
 def info(
-    model: Path = typer.Argument(..., help="Model bundle (MODEL.ssmodel, or an old format-1 file)."),
+    model: Annotated[Path, typer.Argument(help="Model bundle (MODEL.ssmodel, or an old format-1 file).")],
     json_out: JsonOpt = False,
 ):
     """Show a bundle's header, checksum and the types it would build; nothing is loaded or run."""
@@ -59,11 +60,11 @@ def info(
 
 @model_app.command()
 def upgrade(
-    old: Path = typer.Argument(..., help="Format-1 bundle (a pickle) written by stylesift 0.2 or older."),
-    new: Path = typer.Argument(..., help="Where to write the format-2 bundle, e.g. model.ssmodel."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle",
-                                      help="Required: unpickling OLD runs any code it holds; pass it only for a file "
-                                           "from a source you trust."),
+    old: Annotated[Path, typer.Argument(help="Format-1 bundle (a pickle) written by stylesift 0.2 or older.")],
+    new: Annotated[Path, typer.Argument(help="Where to write the format-2 bundle, e.g. model.ssmodel.")],
+    trust_pickle: Annotated[bool, typer.Option(
+        "--trust-pickle", help="Required: unpickling OLD runs any code it holds; pass it only for a file from a source "
+        "you trust.")] = False,
 ):
     """Convert an old pickle bundle into the current format, which loads without running code."""
     from stylesift.classifiers.bundle import upgrade as run_upgrade

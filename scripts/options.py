@@ -5,8 +5,9 @@ The default store path lives here and nowhere in the library: library calls alwa
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -25,3 +26,20 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per n
 DecodeMemoryOpt = Annotated[Optional[str], typer.Option(
     "--decode-memory", metavar="SIZE", help="Memory all decoding threads together may hold, e.g. 1G or 1536M (default 1G); "
     "a file that needs more fails with that reason and the run goes on.")]
+ModelArg = Annotated[Path, typer.Argument(help="Model bundle written by `stylesift train`.")]
+PathsArg = Annotated[List[Path], typer.Argument(help="Image files and folders (searched recursively).")]
+
+
+class Runtime(str, Enum):
+    auto = "auto"
+    keras = "keras"
+    openvino = "openvino"
+    onnxruntime = "onnxruntime"
+
+
+RUNTIME_HELP = ("What computes the features: auto (the fastest measured on this machine among the runtimes proven to "
+                "give this precision's features; measured once, cached), keras, openvino, or onnxruntime (int8 of the "
+                "first recipe, for stores and models made with it).")
+BACKBONE_HELP = ("Bring your own backbone instead of ResNet50: an ONNX or OpenVINO IR (.xml) image-embedding network "
+                 "with a JSON sidecar beside it (NAME.json: input_size, layout, channels, scale, mean, std, output).")
+RuntimeOpt = Annotated[Runtime, typer.Option("--runtime", help=RUNTIME_HELP)]

@@ -1,73 +1,144 @@
-"""Commands for people who review the picks: the built-in demo of the whole pipeline."""
+"""The review loop's commands: record verdicts (`label`), ask what to label next (`suggest`), review in a browser (`review`)."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, List, Optional
 
 import typer
 
-from stylesift.cli.app import EXIT_INTERRUPTED, err, print_json, progress_bar, say
-from stylesift.cli.options import JsonOpt, WeightsOpt
+from stylesift.cli.app import EXIT_USAGE, fail, print_json, say
+from stylesift.cli.options import DEFAULT_STORE, JsonOpt, ModelArg, StoreOpt, WeightsOpt
+
+ReviewerOpt = Annotated[Optional[str], typer.Option("--reviewer", help="Who gives the verdicts (default: the login name).")]
 
 
-def demo(
-    out: Path = typer.Option(Path("artifacts/demo"), "--out", help="Folder for the demo's images, store, model, scores, report and plots."),
-    per_class: int = typer.Option(40, "--per-class", min=8, help="Training images per class."),
-    new: int = typer.Option(16, "--new", min=2, help="Held-back images per class to score."),
-    seed: int = typer.Option(0, "--seed", help="Random seed of the crops and renders."),
-    folds: int = typer.Option(5, "--folds", min=2, help="Stratified folds of the comparison."),
+def label(
+    paths: Annotated[Optional[List[Path]], typer.Argument(help="Image files and folders (searched recursively).")] = None,
+    store: StoreOpt = DEFAULT_STORE,
+    label_: Annotated[Optional[str], typer.Option("--label", help="The verdict for every PATH (a store label).")] = None,
+    from_csv: Annotated[Optional[Path], typer.Option(
+        "--from-csv", help="CSV of verdicts: `path or sha256, label` lines, or a header naming label and path/sha256.")] = None,
+    reviewer: ReviewerOpt = None,
+    note: Annotated[str, typer.Option("--note", help="Note stored with every verdict.")] = "",
+    no_extract: Annotated[bool, typer.Option(
+        "--no-extract", help="Report files the store does not hold instead of featurizing them first.")] = False,
     weights_file: WeightsOpt = None,
     json_out: JsonOpt = False,
 ):
-    """Run the whole pipeline on built-in images: extract, compare, train, score new uploads, write the report."""
-    from stylesift.review.demo import run_demo
+    """Record verdicts collected elsewhere in the store's verdict log (all of them, or none on any error)."""
+    from stylesift.featurizer.extract import list_images
+    from stylesift.review.labels import LabelItem, read_label_csv, record_labels
 
-    tell = say if json_out else typer.echo
-
-    @contextmanager
-    def bar(description):
-        with progress_bar(description, unit="fits" if description.startswith("comparing") else "files") as update:
-            yield update
-
-    try:
-        result = run_demo(out, n_train=per_class, n_new=new, seed=seed, folds=folds, weights=weights_file, say=tell,
-                          progress=bar)
-    except KeyboardInterrupt:
-        err.print(f"interrupted; run `stylesift demo` again to resume (features already extracted are kept in {out})")
-        raise typer.Exit(EXIT_INTERRUPTED)
+    if bool(paths) == bool(from_csv):
+        raise fail("give image PATHs with --label, or --from-csv FILE (not both)", EXIT_USAGE)
+    if paths and not label_:
+        raise fail("--label LABEL is needed with PATHs (the verdict for all of them)", EXIT_USAGE)
+    if from_csv and label_:
+        raise fail("--label goes with PATHs; a --from-csv file carries its own labels", EXIT_USAGE)
+    if from_csv:
+        items = read_label_csv(from_csv)
+        source = f"csv:{from_csv.name}"
+    else:
+        items = [LabelItem(str(p), label_) for p in list_images(paths)]
+        source = "label"
+    result = record_labels(store, items, reviewer=reviewer, note=note, source=source, featurize=not no_extract,
+                           weights=weights_file)
     if json_out:
         print_json(result.to_dict())
         return
-    typer.echo("")
-    typer.echo(_compare_table(result.compare))
-    typer.echo("")
-    hits = result.hits
-    typer.echo(f"scored {result.report.scored} new uploads ({result.new_counts.get('quality', 0)} quality, "
-               f"{result.new_counts.get('ordinary', 0)} ordinary, from photos and renders never trained on): "
-               f"{result.method} selected {result.report.selected} "
-               f"({hits.get('quality', 0)} quality, {hits.get('ordinary', 0)} ordinary) at threshold {result.threshold:.3g}; "
-               f"{result.report.failed} unreadable")
-    typer.echo(f"report:  {result.report.path}   <- open this in a browser")
-    typer.echo(f"plots:   {', '.join(str(p) for p in result.plots) or '(none)'}")
-    typer.echo(f"scores:  {result.scores}")
-    typer.echo(f"model:   {result.model}")
-    typer.echo(f"store:   {result.store}")
-    typer.echo(f"total:   {sum(result.steps.values()):.1f} s")
-    typer.echo(f"review the picks and record verdicts:  {result.review_command}")
+    if result.featurized:
+        say(f"featurized {result.featurized} new images into {store} first")
+    counts: dict[str, int] = {}
+    for v in result.recorded:
+        counts[v["label"]] = counts.get(v["label"], 0) + 1
+    typer.echo(f"recorded {len(result.recorded)} verdicts in {store}: "
+               + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
-def _compare_table(compare: dict) -> str:
-    """The per-method metrics of a compare result as an aligned text table."""
-    methods = compare.get("methods", {})
-    columns = [("accuracy", "accuracy"), ("roc_auc", "ROC AUC"), ("average_precision", "avg prec"),
-               ("fit_seconds", "fit s")]
-    lines = [f"{'method':<22}" + "".join(f"{title:>12}" for _, title in columns)]
-    for name, metrics in methods.items():
-        cells = []
-        for key, _ in columns:
-            value = metrics.get(key)
-            mean = value.get("mean") if isinstance(value, dict) else value
-            cells.append(f"{mean:>12.3f}" if isinstance(mean, (int, float)) else f"{'—':>12}")
-        lines.append(f"{name:<22}" + "".join(cells))
-    return "\n".join(lines)
+def suggest(
+    model: ModelArg,
+    store: StoreOpt = DEFAULT_STORE,
+    n: Annotated[int, typer.Option("--n", min=1, help="How many images to suggest.")] = 20,
+    json_out: JsonOpt = False,
+):
+    """List unlabelled stored images whose verdict would teach the model most (near its threshold, spread out)."""
+    from stylesift.review.suggest import suggest_from_store
+
+    result = suggest_from_store(model, store, n)
+    if json_out:
+        print_json(result)
+        return
+    if not result["suggestions"]:
+        say(f"{store}: no unlabelled images to suggest; extract new images into it without --label")
+        return
+    typer.echo(f"{len(result['suggestions'])} of {result['unlabelled']} unlabelled images (threshold {result['threshold']:.6g}):")
+    for s in result["suggestions"]:
+        typer.echo(f"{s['score']:+.4f}  {s['sha256'][:12]}  {s['path']}")
+
+
+def review(
+    model: ModelArg,
+    paths: Annotated[List[Path], typer.Argument(help="Image files and folders to review (searched recursively).")],
+    store: StoreOpt = DEFAULT_STORE,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Pick scores ≥ T (default: the model's threshold).")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=0, help="Pick the K best groups.")] = None,
+    top_fraction: Annotated[Optional[float], typer.Option("--top-fraction", min=0.0, max=1.0, help="Pick the best fraction F.")] = None,
+    dedupe: Annotated[Optional[float], typer.Option("--dedupe", min=0.01, max=1.0, metavar="THRESHOLD",
+                                                    help="Near-duplicate threshold (feature cosine; default "
+                                                         "the measured one): one card per group.")] = None,
+    no_dedupe: Annotated[bool, typer.Option("--no-dedupe", help="Every image its own card.")] = False,
+    reviewer: ReviewerOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (default loopback: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")] = 8765,
+    retrain_every: Annotated[int, typer.Option("--retrain-every", min=0,
+                                               help="Retrain in the background after this many new verdicts (0: only on request).")] = 20,
+    negative_label: Annotated[Optional[str], typer.Option(
+        "--negative-label", help="Label of a rejection when the model has no negative label (default: not-POSITIVE).")] = None,
+    weights_file: WeightsOpt = None,
+):
+    """Serve a review page for the model's picks among PATHs: verdicts saved at once into the store, retraining in the background."""
+    from stylesift.classifiers.grouping import DEFAULT_THRESHOLD
+    from stylesift.classifiers.predict import Predictor
+    from stylesift.review.labels import default_reviewer
+    from stylesift.review.round import ReviewRound
+    from stylesift.review.server import bind, is_loopback, serve, url_of
+
+    if sum(x is not None for x in (threshold, top_k, top_fraction)) > 1:
+        raise fail("choose one of --threshold, --top-k and --top-fraction", EXIT_USAGE)
+    from stylesift.extras import require
+
+    require("fastapi", "review", "the review page")
+    require("uvicorn", "review", "the review page")
+    sock = bind(host, port)  # a port in use fails here, before any scoring
+    try:
+        predictor = Predictor.load(model, store, weights=weights_file)
+        result = predictor.score(paths)
+        for f in result.failed:
+            say(f"  not reviewable: {f['error']}")
+        if not result.rows:
+            raise fail("no image could be scored; nothing to review")
+        rnd = ReviewRound(model, predictor.bundle, store, result.rows, reviewer=reviewer or default_reviewer(),
+                          selection={"threshold": threshold, "top_k": top_k, "top_fraction": top_fraction},
+                          dedupe=None if no_dedupe else (dedupe or DEFAULT_THRESHOLD), negative_label=negative_label,
+                          retrain_every=retrain_every)
+    except BaseException:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    if not is_loopback(host):
+        say(f"note: listening on {host}: anyone who can reach this machine and has the URL (with its token) can give verdicts")
+    say(f"{len(rnd.sections['picks'])} picks, {len(rnd.sections['borderline'])} borderline, "
+        f"{len(rnd.sections['suggestions'])} suggestions among {len(rnd.items)} images; Ctrl-C stops the server")
+    typer.echo(f"review page: {url_of(host if host not in ('0.0.0.0', '::') else socket_name(), bound, rnd.token)}")
+    try:
+        serve(rnd, sock)
+    except KeyboardInterrupt:
+        pass
+    say("review server stopped; every verdict the page showed as saved is in the store")
+
+
+def socket_name() -> str:
+    import socket
+
+    return socket.gethostname()

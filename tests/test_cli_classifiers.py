@@ -7,34 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_pictures
-from PIL import Image
-from typer.testing import CliRunner
-
-from stylesift.cli.main import app
+from helpers.cli import run
+from helpers.pictures import write_pictures, write_textures
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def write_textures(folder, n: int, *, seed: int = 0, size=(96, 72)) -> list:
-    """``n`` busy pictures (high-frequency stripes and noise): a style far from smooth gradients."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
-    paths = []
-    for i in range(n):
-        period = rng.uniform(2.5, 6)
-        stripes = (np.sin((xx * rng.uniform(-1, 1) + yy) * 2 * np.pi / period) > 0)[..., None]
-        img = np.where(stripes, rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)) + rng.normal(0, 40, (*xx.shape, 3))
-        path = folder / f"tex_{i:03d}.jpg"
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=92)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture(scope="module")

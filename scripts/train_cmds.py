@@ -1,37 +1,15 @@
-"""Commands over stored features and model bundles: compare, train, tune, score."""
+"""Commands that learn from stored features: compare, train, tune."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from stylesift.cli.app import (
-    EXIT_INTERRUPTED,
-    EXIT_SOME_FAILED,
-    EXIT_USAGE,
-    err,
-    fail,
-    print_json,
-    printable,
-    progress_bar,
-    say,
-    use_decode_memory,
-)
-from stylesift.cli.featurizer_cmds import BACKBONE_HELP, RUNTIME_HELP, Runtime
-from stylesift.cli.options import (
-    DEFAULT_STORE,
-    DecodeMemoryOpt,
-    JsonOpt,
-    PositiveOpt,
-    RecallOpt,
-    StoreOpt,
-    VerboseOpt,
-    WeightsOpt,
-)
-from stylesift.review.dedupe import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
+from stylesift.cli.app import err, print_json, progress_bar, say
+from stylesift.cli.options import DEFAULT_STORE, JsonOpt, PositiveOpt, RecallOpt, StoreOpt
 
 FEATURES_HELP = ("Comma-separated feature sets to compare on identical folds (pooled, style, or sets joined by '+'); "
                  "with several, their concatenation is compared too and the winner named.")
@@ -52,12 +30,15 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 def compare(
     positive: PositiveOpt,
     store: StoreOpt = DEFAULT_STORE,
-    negative: str = typer.Option(..., "--negative", help="Store label of the images to leave out."),
-    folds: int = typer.Option(5, "--folds", min=2, help="Stratified folds, identical for every method."),
-    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset of methods (default: all)."),
+    negative: Annotated[str, typer.Option("--negative", help="Store label of the images to leave out.")] = ...,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Stratified folds, identical for every method.")] = 5,
+    methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated subset of methods (default: all).")] = None,
     target_recall: RecallOpt = 0.9,
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for roc.png and precision-recall.png."),
-    features: Optional[str] = typer.Option(None, "--features", help=FEATURES_HELP),
+    plots: Annotated[Optional[Path], typer.Option("--plots", help="Folder for roc.png and precision-recall.png.")] = None,
+    features: Annotated[Optional[str], typer.Option("--features", help=FEATURES_HELP)] = None,
+    pu_hidden: Annotated[float, typer.Option(
+        "--pu-hidden", min=0.0, max=0.99, help="pu: share of each training fold's positives hidden, unlabelled, "
+        "among its negatives (0.67: a third hand-picked).")] = 0.67,
     json_out: JsonOpt = False,
 ):
     """Run every method on the same folds: accuracy, ROC AUC, average precision, precision@5%, fit time."""
@@ -65,10 +46,10 @@ def compare(
     from stylesift.classifiers.train import load_labelled
 
     if features is not None:
-        return _compare_sets(positive, store, negative, folds, methods, target_recall, plots, features, json_out)
+        return _compare_sets(positive, store, negative, folds, methods, target_recall, plots, features, json_out, pu_hidden)
     data = load_labelled(store, positive, negative)
     with progress_bar("comparing (method × fold)", enabled=not json_out, unit="fits") as bar:
-        result = run_compare(data.X, data.positive, folds=folds, target_recall=target_recall, progress=bar,
+        result = run_compare(data.X, data.positive, folds=folds, target_recall=target_recall, progress=bar, pu_hidden=pu_hidden,
                              methods=[m.strip() for m in methods.split(",")] if methods else None)
     out = result.to_dict()
     out.update(store=str(store), positive=positive, negative=negative)
@@ -85,25 +66,37 @@ def compare(
            ["method", "accuracy", "ROC AUC", "avg precision", "precision@5%", "recall", "specificity", "fit s"], rows)
     for p in out.get("plots", []):
         typer.echo(f"plot: {p}")
+    if out.get("best_positives_only"):
+        typer.echo(f"best without negatives: {out['best_positives_only']} (pu hid {pu_hidden:g} of each fold's positives)")
 
 
 def train(
     positive: PositiveOpt,
     store: StoreOpt = DEFAULT_STORE,
-    negative: Optional[str] = typer.Option(None, "--negative", help="Store label of counter-examples (needed by two-class and head)."),
-    method: str = typer.Option("two-class", "--method",
-                               help="two-class | one-class | head | nearest-positives | two-class-default | one-class-default"),
-    out: Path = typer.Option(..., "--out", help="Model bundle to write, e.g. artifacts/model.ssmodel."),
-    target_recall: RecallOpt = 0.9,
-    features: str = typer.Option("pooled", "--features", help="The one feature set to learn from: pooled, style, or "
-                                 "sets joined by '+' (pooled+style); the model records it and `score` computes it."),
+    negative: Annotated[Optional[str], typer.Option(
+        "--negative", help="Store label of counter-examples (needed by two-class and head).")] = None,
+    method: Annotated[str, typer.Option(
+        "--method", help="two-class | pu | one-class | head | nearest-positives | two-class-default | one-class-default "
+        "(pu: the positives against the store's unlabelled rows)")] = "two-class",
+    out: Annotated[Path, typer.Option("--out", help="Model bundle to write, e.g. artifacts/model.ssmodel.")] = ...,
+    target_recall: Annotated[Optional[float], typer.Option(
+        "--target-recall", min=0.01, max=0.99, help="One-class methods: share of held-out positives kept above the "
+        "threshold (default 0.9); pu: given, it replaces the threshold from the estimated class prior.")] = None,
+    features: Annotated[str, typer.Option(
+        "--features", help="The one feature set to learn from: pooled, style, or sets joined by '+' (pooled+style); "
+        "the model records it and `score` computes it.")] = "pooled",
+    background: Annotated[Optional[str], typer.Option(
+        "--background", help="pu: learn against the rows of this label instead of the unlabelled rows.")] = None,
+    unlabelled_since: Annotated[Optional[float], typer.Option(
+        "--unlabelled-since", min=0.0, help="pu: only the unlabelled rows extracted in the last DAYS days.")] = None,
     json_out: JsonOpt = False,
 ):
     """Train a model from the store's labelled features and save it as one bundle file."""
     from stylesift.classifiers.train import train as run_train
 
     with err.status(f"training {method} on {features}"):
-        bundle = run_train(store, positive, negative, method, target_recall=target_recall, feature_set=features)
+        bundle = run_train(store, positive, negative, method, target_recall=target_recall, feature_set=features,
+                           background=background, unlabelled_since=unlabelled_since)
     bundle.save(out)
     s = bundle.summary
     if json_out:
@@ -119,6 +112,8 @@ def train(
         auc = f"ROC AUC {v['roc_auc']:.4f}, " if v["roc_auc"] is not None else ""
         typer.echo(f"held-out validation: {auc}recall {v['recall']:.3f} at the threshold (target {v['target_recall']})")
     typer.echo(f"threshold: {bundle.threshold:.6g}")
+    if "class_prior" in s:
+        typer.echo(f"class prior: {s['class_prior']:.3f} of {s['background_rows']} {s['background']} look like {positive}")
     for note in s["notes"]:
         say(f"note: {note}")
 
@@ -126,9 +121,11 @@ def train(
 def tune(
     positive: PositiveOpt,
     store: StoreOpt = DEFAULT_STORE,
-    negative: Optional[str] = typer.Option(None, "--negative", help="Store label of counter-examples, used only to validate."),
+    negative: Annotated[Optional[str], typer.Option(
+        "--negative", help="Store label of counter-examples, used only to validate.")] = None,
     target_recall: RecallOpt = 0.9,
-    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG with validation ROC and precision-recall curves and the grid."),
+    plot: Annotated[Optional[Path], typer.Option(
+        "--plot", help="PNG with validation ROC and precision-recall curves and the grid.")] = None,
     json_out: JsonOpt = False,
 ):
     """The one-class SVM search alone: gamma × nu × preprocessing, ranked by validation ROC AUC."""
@@ -163,70 +160,6 @@ def tune(
         typer.echo(f"plot: {out['plot']}")
 
 
-def score(
-    model: Path = typer.Argument(..., help="Model bundle written by `stylesift train`."),
-    paths: List[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Feature store new images are featurized into (cache)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Select scores ≥ T (default: the model's threshold)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=0, help="Select the K highest scores."),
-    top_fraction: Optional[float] = typer.Option(None, "--top-fraction", min=0.0, max=1.0, help="Select the highest fraction F."),
-    dedupe: float = typer.Option(DEDUPE_THRESHOLD, "--dedupe", min=0.01, max=1.0, metavar="THRESHOLD",
-                                 help="Group near-duplicates (crops, recompressions, resizes of one photo): feature cosine "
-                                      "similarity ≥ THRESHOLD, or perceptual hashes at most 8 bits apart; a group is one "
-                                      "pick and counts once toward --top-k."),
-    no_dedupe: bool = typer.Option(False, "--no-dedupe", help="Do not group near-duplicates: every image is its own pick."),
-    out: Optional[Path] = typer.Option(None, "--out", help="CSV: path, sha256, score, selected, error, path_b64, group, group_size."),
-    report: Optional[Path] = typer.Option(None, "--report", help="HTML contact sheet: picks with thumbnails, borderline band, failures."),
-    runtime: Runtime = typer.Option(Runtime.auto, "--runtime", help=RUNTIME_HELP),
-    backbone: Optional[Path] = typer.Option(None, "--backbone", help=BACKBONE_HELP + " Default: the file the model recorded."),
-    weights_file: WeightsOpt = None,
-    verbose: VerboseOpt = False,
-    decode_memory: DecodeMemoryOpt = None,
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON list of {path, sha256, score, selected, group, group_size} on stdout."),
-):
-    """Score images with a model: one row per image (higher score = more like the positives)."""
-    from stylesift.classifiers.predict import Predictor
-
-    use_decode_memory(decode_memory)
-
-    if sum(x is not None for x in (threshold, top_k, top_fraction)) > 1:
-        raise fail("choose one of --threshold, --top-k and --top-fraction", EXIT_USAGE)
-    predictor = Predictor.load(model, store, weights=weights_file, runtime=runtime.value, backbone_file=backbone)
-    with progress_bar("scoring", enabled=not json_out) as bar:
-        result = predictor.score(paths, threshold=threshold, top_k=top_k, top_fraction=top_fraction, progress=bar,
-                                 dedupe=None if no_dedupe else dedupe)
-    if out:
-        result.write_csv(out)
-    if report:
-        from stylesift.review.report import write_score_report
-
-        sheet = write_score_report(report, result, predictor.bundle, store, model=model)
-        say(f"report: {sheet.path} ({sheet.selected} selected, {sheet.borderline} borderline, {sheet.failed} failed)")
-    if json_out:
-        print_json(result.rows)
-    else:
-        for r in sorted(result.rows, key=lambda r: -r["score"]):
-            typer.echo(f"{r['score']:+.4f}  {'selected' if r['selected'] else '        '}  {printable(r['path'])}")
-        rule = result.selection
-        how = f"score ≥ {rule['threshold']:.6g}" if rule["rule"] == "threshold" else f"top {rule['k']}"
-        groups = f" in {rule['dedupe_groups']} near-duplicate groups" if "dedupe_groups" in rule else ""
-        typer.echo(f"{sum(r['selected'] for r in result.rows)} of {len(result.rows)}{groups} selected ({how})"
-                   + (f"; {len(result.failed)} failed" if result.failed else "") + (f"; written to {out}" if out else ""))
-    for f in result.failed:
-        say(f"  failed: {f['error']}")
-    if verbose:
-        for s in result.skipped:
-            say(f"  skipped: {s['path']}: {s['reason']}")
-    elif result.skipped and not json_out:
-        say(f"  {len(result.skipped)} files skipped by the folder walk (not images by name, hidden, or a symlinked "
-            "folder); --verbose names them")
-    if result.interrupted:
-        err.print("interrupted: the images featurized so far are cached in the store; run again to finish.")
-        raise typer.Exit(EXIT_INTERRUPTED)
-    if result.failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
-
-
 def _method_rows(out: dict) -> list[list[str]]:
     rows = []
     for name, s in out["methods"].items():
@@ -237,7 +170,8 @@ def _method_rows(out: dict) -> list[list[str]]:
     return rows
 
 
-def _compare_sets(positive, store, negative, folds, methods, target_recall, plots, features, json_out) -> None:
+def _compare_sets(positive, store, negative, folds, methods, target_recall, plots, features, json_out,
+                  pu_hidden: float = 0.67) -> None:
     """`compare --features`: every method on every set (and the concatenation of several) on identical folds."""
     import numpy as np
 
@@ -256,7 +190,7 @@ def _compare_sets(positive, store, negative, folds, methods, target_recall, plot
             raise RuntimeError(f"{store}: feature sets {stored[0]} and {p} returned different rows")
     X = {n: np.concatenate([blocks[p].X for p in parts(n)], axis=1) if "+" in n else blocks[n].X for n in names}
     with progress_bar("comparing (set × method × fold)", enabled=not json_out, unit="fits") as bar:
-        results = compare_sets(X, first.positive, folds=folds, target_recall=target_recall, progress=bar,
+        results = compare_sets(X, first.positive, folds=folds, target_recall=target_recall, progress=bar, pu_hidden=pu_hidden,
                                methods=[m.strip() for m in methods.split(",")] if methods else None)
     out = {"store": str(store), "positive": positive, "negative": negative,
            "feature_sets": {n: {**r.to_dict(), "feature_dim": int(X[n].shape[1])} for n, r in results.items()},
@@ -281,3 +215,4 @@ def _compare_sets(positive, store, negative, folds, methods, target_recall, plot
                f"--features {w['feature_set']} --out MODEL.ssmodel`")
     for p in out.get("plots", []):
         typer.echo(f"plot: {p}")
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -19,7 +19,19 @@ from stylesift.cli.app import (
     say,
     use_decode_memory,
 )
-from stylesift.cli.options import DEFAULT_STORE, BatchOpt, DecodeMemoryOpt, JsonOpt, StoreArg, VerboseOpt, WeightsOpt
+from stylesift.cli.options import (
+    BACKBONE_HELP,
+    DEFAULT_STORE,
+    BatchOpt,
+    DecodeMemoryOpt,
+    JsonOpt,
+    PathsArg,
+    Runtime,
+    RuntimeOpt,
+    StoreArg,
+    VerboseOpt,
+    WeightsOpt,
+)
 
 
 class Engine(str, Enum):
@@ -32,28 +44,14 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
-class Runtime(str, Enum):
-    auto = "auto"
-    keras = "keras"
-    openvino = "openvino"
-    onnxruntime = "onnxruntime"
-
-
-RUNTIME_HELP = ("What computes the features: auto (the fastest measured on this machine among the runtimes proven to "
-                "give this precision's features; measured once, cached), keras, openvino, or onnxruntime (int8 of the "
-                "first recipe, for stores and models made with it).")
-BACKBONE_HELP = ("Bring your own backbone instead of ResNet50: an ONNX or OpenVINO IR (.xml) image-embedding network "
-                 "with a JSON sidecar beside it (NAME.json: input_size, layout, channels, scale, mean, std, output).")
-
-
 def weights(
-    check: bool = typer.Option(False, "--check", help="Prove they are ImageNet weights by classifying two known photos."),
+    check: Annotated[bool, typer.Option("--check", help="Prove they are ImageNet weights by classifying two known photos.")] = False,
     weights_file: WeightsOpt = None,
     json_out: JsonOpt = False,
 ):
     """Find (or fetch and convert) the ImageNet ResNet50 weights and print where they are."""
-    from stylesift.featurizer.imagenet_check import check_imagenet
     from stylesift.featurizer.weights import resolve
+    from stylesift.featurizer.weights.imagenet_check import check_imagenet
 
     with err.status("resolving ResNet50 ImageNet weights (first time: fetch and convert, ~1 min)"):
         w = resolve(weights_file)
@@ -72,19 +70,27 @@ def weights(
 
 
 def extract(
-    paths: List[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="HDF5 feature store to add to (created if missing)."),
-    label: Optional[str] = typer.Option(None, "--label", help="Label for these images, e.g. good / ordinary."),
+    paths: PathsArg,
+    store: Annotated[Path, typer.Option("--store", help="HDF5 feature store to add to (created if missing).")] = DEFAULT_STORE,
+    label: Annotated[Optional[str], typer.Option("--label", help="Label for these images, e.g. good / ordinary.")] = None,
     batch_size: BatchOpt = 32,
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="local: decoding threads (default: CPU count); ray: worker actors (default: one per cluster CPU)."),
-    engine: Engine = typer.Option(Engine.local, "--engine", help="local: this machine; ray: Ray worker actors, the store written here (pip install 'stylesift\\[ray]')."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster for --engine ray: auto, HOST:6379 or ray://HOST:10001 (default: $RAY_ADDRESS, else a Ray instance on this machine)."),
-    precision: Precision = typer.Option(Precision.float32, "--precision", help="float32, or int8: NNCF-quantized on OpenVINO, several times faster, its own feature space (pip install 'stylesift\\[fast]')."),
-    runtime: Runtime = typer.Option(Runtime.auto, "--runtime", help=RUNTIME_HELP),
-    backbone: Optional[Path] = typer.Option(None, "--backbone", help=BACKBONE_HELP),
-    features: str = typer.Option("pooled", "--features", help="Feature sets each forward pass computes and the store "
-                                 "keeps side by side: pooled (objects, 2048-d), style (the look: early-stage statistics); "
-                                 "e.g. pooled,style. See README, Choosing features."),
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=1, help="local: decoding threads (default: CPU count); ray: worker actors (default: one per "
+        "cluster CPU).")] = None,
+    engine: Annotated[Engine, typer.Option(
+        "--engine", help="local: this machine; ray: Ray worker actors, the store written here (pip install "
+        "'stylesift\\[ray]').")] = Engine.local,
+    address: Annotated[Optional[str], typer.Option(
+        "--address", help="Ray cluster for --engine ray: auto, HOST:6379 or ray://HOST:10001 (default: $RAY_ADDRESS, "
+        "else a Ray instance on this machine).")] = None,
+    precision: Annotated[Precision, typer.Option(
+        "--precision", help="float32, or int8: NNCF-quantized on OpenVINO, several times faster, its own feature space "
+        "(pip install 'stylesift\\[fast]').")] = Precision.float32,
+    runtime: RuntimeOpt = Runtime.auto,
+    backbone: Annotated[Optional[Path], typer.Option("--backbone", help=BACKBONE_HELP)] = None,
+    features: Annotated[str, typer.Option(
+        "--features", help="Feature sets each forward pass computes and the store keeps side by side: pooled (objects, "
+        "2048-d), style (the look: early-stage statistics); e.g. pooled,style. See README, Choosing features.")] = "pooled",
     weights_file: WeightsOpt = None,
     verbose: VerboseOpt = False,
     decode_memory: DecodeMemoryOpt = None,
@@ -92,23 +98,19 @@ def extract(
 ):
     """Featurize images into the store; content already there is not featurized again."""
     from stylesift.featurizer.extract import Featurizer
-    from stylesift.featurizer.ray_engine import RayEngine
+    from stylesift.featurizer.ray import RayEngine, RayOptionError, check_feature_sets, check_options
 
     use_decode_memory(decode_memory)
 
-    if address and engine is not Engine.ray:
-        raise typer.BadParameter("only means something with --engine ray", param_hint="--address")
-    if precision is not Precision.float32 and engine is Engine.ray:
-        raise typer.BadParameter("the ray engine runs float32 only", param_hint="--precision")
-    if backbone is not None and engine is Engine.ray:
-        raise typer.BadParameter("the ray engine runs ResNet50 only", param_hint="--backbone")
-    if runtime not in (Runtime.auto, Runtime.keras) and engine is Engine.ray:
-        raise typer.BadParameter("the ray engine runs Keras only", param_hint="--runtime")
-    from stylesift.classifiers.feature_sets import parse_sets, stored_parts
+    on_ray = engine is Engine.ray
+    try:  # the engine's rules, shown as usage errors on the option concerned
+        check_options(on_ray, address=address, precision=precision.value, backbone=backbone, runtime=runtime.value)
+        from stylesift.classifiers.feature_sets import parse_sets, stored_parts
 
-    feature_sets = stored_parts(parse_sets(features))
-    if feature_sets != ("pooled",) and engine is Engine.ray:
-        raise typer.BadParameter("the ray engine computes the pooled set only", param_hint="--features")
+        feature_sets = stored_parts(parse_sets(features))
+        check_feature_sets(on_ray, feature_sets)
+    except RayOptionError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
     try:
         if engine is Engine.ray:
             featurizer = RayEngine(weights_file, batch_size=batch_size, workers=workers, address=address)
@@ -147,9 +149,9 @@ def extract(
 
 def info(
     store: StoreArg = DEFAULT_STORE,
-    verify: bool = typer.Option(True, "--verify/--no-verify",
-                                help="Read every feature chunk, so a damaged one is reported (--no-verify: counts only, "
-                                     "instant on big stores; `stylesift store check` verifies everything)."),
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="Read every feature chunk, so a damaged one is reported (--no-verify: counts only, "
+        "instant on big stores; `stylesift store check` verifies everything).")] = True,
     json_out: JsonOpt = False,
 ):
     """Rows, feature sets, counts per label and verdict, failures and fingerprint of a store."""
