@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from stylesift.atomic import atomic_write
 from stylesift.classifiers.bundle import Bundle, BundleError, check_fingerprint, precision_of, read_header
 from stylesift.classifiers.feature_sets import (
     DEFAULT_SET,
@@ -63,24 +64,17 @@ class ScoreResult:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                w.writerow(["path", "sha256", "score", "selected", "error", "path_b64", "group", "group_size"])
-                for r in self.rows:
-                    shown = path_fields(r["path"])
-                    w.writerow([shown["path"], r["sha256"], repr(r["score"]), int(r["selected"]), "",
-                                shown.get("path_b64", ""), r.get("group", ""), r.get("group_size", "")])
-                for f in self.failed:
-                    shown = path_fields(f["path"])
-                    w.writerow([shown["path"], "", "", "", display_path(f["error"]), shown.get("path_b64", "")])
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_write(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "sha256", "score", "selected", "error", "path_b64", "group", "group_size"])
+            for r in self.rows:
+                shown = path_fields(r["path"])
+                w.writerow([shown["path"], r["sha256"], repr(r["score"]), int(r["selected"]), "",
+                            shown.get("path_b64", ""), r.get("group", ""), r.get("group_size", "")])
+            for f in self.failed:
+                shown = path_fields(f["path"])
+                w.writerow([shown["path"], "", "", "", display_path(f["error"]), shown.get("path_b64", "")])
         return path
-
 
 
 class Predictor:

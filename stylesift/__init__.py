@@ -40,7 +40,7 @@ _PUBLIC = {
     "read_header": "stylesift.classifiers.bundle",
     "write_report": "stylesift.review.report",
     "write_score_report": "stylesift.review.report",
-    "RayEngine": "stylesift.featurizer.ray_engine",
+    "RayEngine": "stylesift.featurizer.ray",
 }
 
 __all__ = ["__version__", *sorted(_PUBLIC)]

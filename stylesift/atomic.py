@@ -84,19 +84,19 @@ def atomic_path(target: str | os.PathLike, *, fsync: bool = True, sync_dir: bool
 
 @contextlib.contextmanager
 def atomic_write(target: str | os.PathLike, mode: str = "wb", *, encoding: str | None = None,
-                 fsync: bool = True, sync_dir: bool = True,
+                 newline: str | None = None, fsync: bool = True, sync_dir: bool = True,
                  before_rename: Callable[[Path], None] | None = None) -> Iterator[IO]:
     """Yield an open file; when the block ends without error, it replaces ``target`` atomically.
 
-    ``mode`` is ``"wb"`` or ``"w"`` (text, ``encoding`` defaults to UTF-8). See :func:`atomic_path`
-    for the other parameters.
+    ``mode`` is ``"wb"`` or ``"w"`` (text, ``encoding`` defaults to UTF-8; ``newline`` as for
+    :func:`open`, ``""`` for the csv module). See :func:`atomic_path` for the other parameters.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write writes whole files: mode must be 'wb' or 'w', not {mode!r}")
     if mode == "w" and encoding is None:
         encoding = "utf-8"
     with atomic_path(target, fsync=False, sync_dir=sync_dir, before_rename=before_rename) as tmp:
-        with open(tmp, mode, encoding=encoding) as fh:
+        with open(tmp, mode, encoding=encoding, newline=newline) as fh:
             yield fh
             fh.flush()
             if fsync:

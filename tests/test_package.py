@@ -33,7 +33,7 @@ def test_wheel_installs_only_the_stylesift_name(wheel):
         assert zf.read(top_level).decode().split() == ["stylesift"]
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"stylesift"}
-    for module in ("stylesift/__init__.py", "stylesift/cli/main.py", "stylesift/featurizer/store.py",
+    for module in ("stylesift/__init__.py", "stylesift/cli/main.py", "stylesift/featurizer/store/__init__.py",
                    "stylesift/classifiers/predict.py", "stylesift/review/report.py"):
         assert module in names
     assert not any(n.startswith(("stylesift/benchmarks", "stylesift/tests")) for n in names)

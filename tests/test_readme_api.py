@@ -6,8 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import write_pictures
-from test_cli_classifiers import write_textures
+from helpers.pictures import write_pictures, write_textures
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
 README = Path(__file__).resolve().parents[1] / "README.md"
