@@ -10,6 +10,7 @@ from stylesift.featurizer.store.facade import CRASH_POINTS, FORMAT, FORMAT_VERSI
 from stylesift.featurizer.store.types import (
     Failure,
     FeatureSpaceMismatch,
+    StoreBusy,
     StoreError,
     Verdict,
     display_path,
@@ -19,6 +20,6 @@ from stylesift.featurizer.store.types import (
 )
 from stylesift.featurizer.store.writer import NONFINITE, finite_rows, split_finite
 
-__all__ = ["FeatureStore", "StoreError", "FeatureSpaceMismatch", "Failure", "Verdict", "display_path",
+__all__ = ["FeatureStore", "StoreError", "StoreBusy", "FeatureSpaceMismatch", "Failure", "Verdict", "display_path",
            "path_fields", "CRASH_POINTS", "FORMAT", "FORMAT_VERSION", "NONFINITE", "split_finite", "finite_rows",
            "path_bytes", "file_sha256"]

@@ -42,6 +42,7 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
         rows_total = int(m["rows"])
         starts = np.cumsum([0] + [s["rows"] for s in m["segments"]])
         bad_rows = np.zeros(rows_total, bool)
+        read_ids: list[tuple[int, np.ndarray]] = []  # (first row, sha256s) of every segment read whole
         for k, seg in enumerate(m["segments"]):
             start, n = int(starts[k]), seg["rows"]
             file = layout.parts / seg["name"]
@@ -84,6 +85,15 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
                                          "run `stylesift store check --repair`: its rows leave the store and the next "
                                          "extract featurizes those images again", rows))
                 bad_rows[start:start + n] = True
+            else:
+                read_ids.append((start, shas))
+        doubled = _doubled_rows(read_ids)
+        if len(doubled):
+            problems.append(_problem(path, f"{len(doubled)} row(s) repeat a content stored in an earlier row (written "
+                                     "twice, e.g. by two writers without one lock)", "run `stylesift store check "
+                                     "--repair`: the repeats leave the store, the first row of each content stays",
+                                     [int(doubled[0]), int(doubled[-1])], "doubled"))
+            bad_rows[doubled] = True
         for p in m.get("patches", []):
             try:
                 with h5py.File(layout.parts / p["name"], "r") as f:
@@ -116,10 +126,23 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
             _repair(st, problems, bad_rows)
     finally:
         st.close(commit=False)
-    fixed = repair and all(p["kind"] in ("index", "top", "missing", "damaged", "record", "patch") for p in problems)
+    fixed = repair and all(p["kind"] in ("index", "top", "missing", "damaged", "record", "patch", "doubled")
+                           for p in problems)
     return {"store": str(path), "healthy": not problems, "repaired": bool(repair and problems and fixed),
             "rows": len(st), "segments": len(read_manifest(layout)["segments"]), "format_version": FORMAT_VERSION,
             "problems": problems}
+
+
+def _doubled_rows(read_ids: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """Sorted row numbers whose sha256 an earlier row already holds (the store's rows are distinct contents)."""
+    if not read_ids:
+        return np.zeros(0, np.int64)
+    rows = np.concatenate([np.arange(start, start + len(ids)) for start, ids in read_ids])
+    ids = np.concatenate([ids for _, ids in read_ids])
+    _, first = np.unique(ids, return_index=True)
+    repeat = np.ones(len(ids), bool)
+    repeat[first] = False  # np.unique's index is each value's first occurrence
+    return np.sort(rows[repeat])
 
 
 def _repair(st: FeatureStore, problems: list[dict], bad_rows: np.ndarray) -> None:

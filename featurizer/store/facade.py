@@ -97,9 +97,9 @@ class FeatureStore:
                  compact_rows: int | None = None, merge_rows: int = MERGE_ROWS):
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
-        self.path = Path(path)
+        layout = self._layout = Layout(Path(path))
+        self.path = layout.path  # the real path (see Layout): one store, one lock, whatever name it is given
         self.mode = mode
-        layout = self._layout = Layout(self.path)
         self.parts, self.log_dir, self.manifest_path = layout.parts, layout.log_dir, layout.manifest
         self.merge_rows = int(merge_rows)
         self._writer: SegmentWriter | None = None
@@ -157,6 +157,11 @@ class FeatureStore:
     def fingerprint(self) -> dict | None:
         """Fingerprint of the ``pooled`` set (None for a store that holds nothing yet)."""
         return self.feature_sets.get("pooled")
+
+    @property
+    def generation(self) -> int | None:
+        """The manifest generation this object reads: it changes with every write (None for an old store)."""
+        return self._reader.generation
 
     @property
     def format_version(self) -> int:
@@ -399,9 +404,10 @@ class FeatureStore:
     def compact(self, max_rows: int | None = None) -> None:
         """Merge neighbouring segments up to ``max_rows`` rows each (default: 4 × merge_rows) and fold records."""
         writer = self._require_writer()
-        maintenance.compact(writer, self._reader.snapshot, max_rows or 4 * self.merge_rows)
-        self.fold()
-        writer.refresh_top()
+        with write_errors(self.path, "the store is as it was: free some space and run `stylesift store compact` again"):
+            maintenance.compact(writer, self._reader.snapshot, max_rows or 4 * self.merge_rows)
+            self.fold()
+            writer.refresh_top()
 
     def rewrite(self, keep: np.ndarray, reason: str) -> int:
         """Rewrite the store keeping only rows where ``keep`` is True (prune, repair); renumbers rows."""

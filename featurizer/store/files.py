@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stylesift.atomic import atomic_write, fsync_dir
-from stylesift.featurizer.store.types import StoreError, path_bytes
+from stylesift.featurizer.store.types import StoreBusy, StoreError, path_bytes
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CRASH_POINTS", "Layout", "Stale", "empty_manifest", "b64", "unb64",
            "checksum", "write_json_atomic", "read_json", "crash_point", "fsync", "fsync_dir", "acquire_writer_lock",
@@ -37,6 +37,12 @@ class Layout:
     """Where the parts of the store ``path`` live (see :mod:`stylesift.featurizer.store.facade` for the layout)."""
 
     path: Path
+
+    def __post_init__(self):
+        # A store is identified by its real path: the lock, the parts folder and the top file of
+        # ``link/s.h5 -> ../real/s.h5`` are those of ``real/s.h5``, so two writers through two names
+        # still take one lock, and a rewrite of the top file never replaces the symlink by a file.
+        object.__setattr__(self, "path", Path(os.path.realpath(self.path)))
 
     @property
     def parts(self) -> Path:
@@ -155,7 +161,7 @@ def acquire_writer_lock(path: Path, timeout: float):
                 "%s: another process is writing this store; waiting for it to finish (lock %s)", path, lock.lock_file)
             lock.acquire(timeout=timeout)
     except Timeout:
-        raise StoreError(f"{path}: another process is writing this store (lock {lock.lock_file}); "
+        raise StoreBusy(f"{path}: another process is writing this store (lock {lock.lock_file}); "
                          "wait for it to finish or pass a longer lock timeout") from None
     except OSError as exc:
         raise StoreError(f"{path}: cannot take the writer lock ({exc.strerror or exc}: "

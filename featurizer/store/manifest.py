@@ -7,6 +7,7 @@ metadata file, generation); see :mod:`stylesift.featurizer.store.facade` for the
 from __future__ import annotations
 
 import json
+import re
 
 import h5py
 import numpy as np
@@ -49,7 +50,37 @@ def read_manifest(layout: Layout) -> dict:
                          f"`stylesift store check {layout.path}` for details") from None
     if int(m.get("format_version", 0)) > FORMAT_VERSION:
         raise StoreError(f"{layout.path}: store format {m['format_version']} is newer than this stylesift; upgrade it")
+    check_part_names(layout, m)
     return m
+
+
+# The only names a manifest may give its parts: plain file names of the kinds a writer makes, inside
+# the parts folder. The checksum proves nothing (anyone can recompute it), so a name is never followed
+# before it passes: ``../other.h5.parts/seg-000001.h5`` or ``/abs/file`` would be read, moved by a
+# repair or unlinked by a compaction.
+PART_NAMES = {"segments": re.compile(r"seg-[0-9]{6,12}\.h5"), "patches": re.compile(r"patch-[0-9]{6,12}\.h5"),
+              "meta": re.compile(r"meta-[0-9]{6,12}\.json")}
+
+
+def check_part_names(layout: Layout, m: dict) -> None:
+    """StoreError unless every part the manifest names is a plain part name, named once."""
+    try:
+        named = [("segments", s["name"]) for s in m["segments"]] + [("patches", p["name"]) for p in m.get("patches", [])]
+        if m.get("meta") is not None:
+            named.append(("meta", m["meta"]))
+    except (KeyError, TypeError) as exc:
+        raise StoreError(f"{layout.manifest}: damaged manifest of the store {layout.path} (a part entry lacks {exc}); "
+                         f"restore the folder {layout.parts} from a backup") from None
+    seen: set[str] = set()
+    for kind, name in named:
+        if not isinstance(name, str) or not PART_NAMES[kind].fullmatch(name):
+            raise StoreError(f"{layout.manifest}: the manifest names {name!r} among its {kind}, which is not a part "
+                             f"name inside {layout.parts} (damage, or a hand-edited manifest); nothing outside the "
+                             f"store is read, moved or deleted. Restore the folder {layout.parts} from a backup")
+        if name in seen:
+            raise StoreError(f"{layout.manifest}: the manifest lists the part {name} twice (two writers without one "
+                             f"lock?); restore the folder {layout.parts} from a backup")
+        seen.add(name)
 
 
 def write_manifest(layout: Layout, m: dict, sync_dir: bool = True) -> None:

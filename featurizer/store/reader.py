@@ -335,6 +335,10 @@ class StoreReader:
 
     format_version = FORMAT_VERSION
 
+    @property
+    def generation(self) -> int:
+        return int(self.view.current.get("generation", 0))
+
     def __init__(self, layout: Layout, m: dict, writer: bool):
         self.layout = layout
         self.view = ManifestView(layout, m)

@@ -9,12 +9,16 @@ from dataclasses import dataclass
 from stylesift.errors import StylesiftError
 from stylesift.featurizer.space import FeatureSpaceMismatch
 
-__all__ = ["StoreError", "FeatureSpaceMismatch", "Failure", "Verdict", "path_bytes", "display_path", "path_fields",
+__all__ = ["StoreError", "StoreBusy", "FeatureSpaceMismatch", "Failure", "Verdict", "path_bytes", "display_path", "path_fields",
            "file_sha256"]
 
 
 class StoreError(StylesiftError, RuntimeError):
     """A store cannot be used as asked; the message names the file and what to do."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds the store's writer lock: the same request may succeed later (nothing was written)."""
 
 
 @dataclass(frozen=True)

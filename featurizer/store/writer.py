@@ -63,6 +63,7 @@ class SegmentWriter:
         self._on_written = on_written
         self._on_synced = on_synced
         self._lock = lock
+        self._attempted: int | None = None
 
     def release(self) -> None:
         if self._lock is not None:
@@ -75,6 +76,14 @@ class SegmentWriter:
         manifest's rename and our noting it, and what is on disk must never be overwritten by an older view."""
         disk = read_manifest(self.layout)
         if disk.get("generation") != self.view.current.get("generation"):
+            if disk.get("generation") != self._attempted:
+                # Not our own write landing late: someone wrote the manifest although we hold the lock
+                # (a process that took another lock file). Writing on would commit over their rows.
+                raise StoreError(
+                    f"{self.layout.path}: the store's manifest changed under this writer (generation "
+                    f"{self.view.current.get('generation')} -> {disk.get('generation')}) although it holds the "
+                    f"lock {self.layout.path}.lock: another process wrote the store without that lock. Nothing "
+                    f"more of this run is committed; run `stylesift store check {self.layout.path}`")
             next_id = max(disk["next_id"], self.view.current["next_id"])
             self._on_synced(disk)
             self.view.current["next_id"] = next_id
@@ -85,6 +94,7 @@ class SegmentWriter:
         return self.view.next_manifest()
 
     def write_manifest(self, m: dict, sync_dir: bool = True) -> None:
+        self._attempted = int(m.get("generation", 0)) + 1  # what the disk says if this write lands
         write_manifest(self.layout, m, sync_dir=sync_dir)
         self.view.pending_sets = {}
         self._on_written(m)

@@ -84,5 +84,7 @@ class V1Adapter:
                              + extract_hint(self.path, feature_set))
         return self._v1.features(rows)
 
+    generation = None  # an old store read as it is: no manifest, nothing to compare
+
     def verdicts(self) -> list[Verdict]:
         return []
