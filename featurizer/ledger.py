@@ -109,7 +109,10 @@ class Ledger:
             self._succeed(item)
             return Outcome.CACHED
         if item.sha256 in self.pending:
-            self.pending[item.sha256].append(item)  # settled with the first file of this content
+            # Settled with the first file of this content; kept without its pixels, which that file's row
+            # already has (10,000 copies of one new image would otherwise all stay decoded until settled).
+            item.image = None
+            self.pending[item.sha256].append(item)
             return Outcome.DUPLICATE
         self.pending[item.sha256] = [item]
         return Outcome.NEW
