@@ -19,6 +19,7 @@ file needing more than the whole budget fails with that reason; others wait for 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -103,6 +104,35 @@ def load_image(source, size: int = 224, *, draft: bool = True, name=None,
     decode still running after ``max_seconds`` (default ``MAX_DECODE_SECONDS``) is abandoned. The
     decode reserves :func:`decode_bytes` from ``budget`` (default: the process-wide one) first.
     """
+    return _decode(source, size, lambda rgb: np.asarray(rgb.resize((size, size), RESAMPLE), dtype=np.uint8),
+                   draft=draft, name=name, max_pixels=max_pixels, max_seconds=max_seconds, budget=budget)
+
+
+def load_preview(source, size: int, *, sha256: str | None = None, name=None,
+                 budget: "DecodeBudget | None" = None) -> Image.Image:
+    """The image at ``source`` as an RGB picture fitted into ``size × size`` pixels (aspect kept), for people to see.
+
+    The same bounded decoder as :func:`load_image` (the formats it accepts, the pixel limit, the time
+    limit, the decode memory budget), so a thumbnail, a contact sheet or a perceptual hash costs no
+    more memory than featurizing. With ``sha256`` the file's bytes must still be that content
+    (ImageError otherwise): a page shows what was scored, never whatever was put at the path since.
+    """
+    if sha256 is not None and not hasattr(source, "read"):
+        data = read_image_bytes(Path(source))
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ImageError(source, "changed since it was scored (its content is not the scored one); not shown")
+        name, source = source if name is None else name, io.BytesIO(data)
+
+    def fit(rgb: Image.Image) -> Image.Image:
+        rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
+        return rgb
+
+    return _decode(source, size, fit, draft=True, name=name, budget=budget)
+
+
+def _decode(source, size: int, finish, *, draft: bool, name, max_pixels: int | None = None,
+            max_seconds: float | None = None, budget: "DecodeBudget | None" = None):
+    """The one bounded decoder: ``finish`` gets the oriented RGB picture (covering ``size``) inside the reservation."""
     path = name if name is not None else source
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     max_seconds = MAX_DECODE_SECONDS if max_seconds is None else max_seconds
@@ -136,8 +166,7 @@ def load_image(source, size: int = 224, *, draft: bool = True, name=None,
                     img = _apply_orientation(img)
                     rgb = to_rgb(img)
                     del img
-                    rgb = rgb.resize((size, size), RESAMPLE)
-                    return np.asarray(rgb, dtype=np.uint8)
+                    return finish(rgb)
     except ImageError:
         raise
     except _TooSlow:
@@ -494,10 +523,11 @@ def perceptual_hash(path) -> int | None:
     from scipy.fft import dctn
 
     try:
-        with Image.open(path) as im:
-            im.draft("L", (64, 64))  # JPEGs decode at 1/8 scale: hashing costs a few milliseconds
-            grey = np.asarray(im.convert("L").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float32)
-    except Exception:  # noqa: BLE001 - a file moved or damaged since scoring: no hash, the features still group it
+        # Through the bounded decoder: a JPEG decodes at 1/8 scale (a few milliseconds), and a huge PNG
+        # waits for room in the decode budget like any other decode.
+        grey = np.asarray(load_preview(path, 64).convert("L").resize((32, 32), Image.Resampling.BILINEAR),
+                          dtype=np.float32)
+    except ImageError:  # a file moved or damaged since scoring: no hash, the features still group it
         return None
     low = dctn(grey, norm="ortho")[:8, :8].ravel()
     return int(np.packbits(low > np.median(low[1:])).view(">u8")[0])

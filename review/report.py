@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from stylesift.atomic import atomic_write
-from stylesift.featurizer.images import to_rgb
+from stylesift.featurizer.images import load_preview
 
 THUMB_PX = 180  # longest side of a thumbnail, in CSS pixels
 EVIDENCE_PX = 72
@@ -57,24 +56,18 @@ class ReportSummary:
     missing_previews: list[str] = field(default_factory=list)
 
 
-def thumbnail_data_uri(path: str | os.PathLike, size: int = THUMB_PX, quality: int = 82) -> str:
+def thumbnail_data_uri(path: str | os.PathLike, size: int = THUMB_PX, quality: int = 82,
+                       sha256: str | None = None) -> str:
     """A JPEG ``data:`` URI of the image at ``path`` fitted into ``size × size`` pixels (aspect kept).
 
-    Raises ``OSError``/``ValueError`` (Pillow's errors) when the file cannot be read; callers show a
-    placeholder then, since a file may have been moved since it was scored.
+    Decoded by the bounded decoder (:func:`~stylesift.featurizer.images.load_preview`: the formats
+    ``extract`` accepts, the decode memory budget); with ``sha256`` the file must still hold that
+    content. Raises :class:`~stylesift.featurizer.images.ImageError` (a ``ValueError``) when the file
+    cannot be shown; callers show a placeholder then, since a file may have been moved since it was scored.
     """
-    with Image.open(path) as img:
-        if img.format == "JPEG":
-            img.draft("RGB", (size, size))  # decode at reduced scale: thumbnails of big photos stay fast
-        img.load()
-        try:
-            img = ImageOps.exif_transpose(img)
-        except Exception:  # noqa: BLE001 - a broken EXIF block must not cost the preview
-            pass
-        rgb = to_rgb(img)
-        rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        rgb.save(buf, "JPEG", quality=quality)
+    rgb = load_preview(path, size, sha256=sha256)
+    buf = io.BytesIO()
+    rgb.save(buf, "JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
