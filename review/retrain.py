@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from stylesift.atomic import remove_stale_temps
+
 
 def numbered_model_path(model: Path) -> Path:
     """The next free ``STEM-NNN.SUFFIX`` beside ``model`` (``model.ssmodel`` -> ``model-002.ssmodel``).
@@ -50,6 +52,7 @@ def train_next(store: Path, old_model: Path, old_bundle, *, positive: str, negat
     from stylesift.classifiers.train import train
 
     bundle = train(store, positive, negative, method, n_jobs=1, feature_set=bundle_set(old_bundle.summary))
+    remove_stale_temps(Path(old_model).parent, ".ssmodel")  # left by a retrain killed mid-write
     path = numbered_model_path(old_model)
     bundle.save(path)
     return path, Bundle.load(path, fingerprint=fingerprint)

@@ -26,16 +26,31 @@ from pathlib import Path
 
 import numpy as np
 
+from stylesift.atomic import remove_stale_temps
 from stylesift.errors import StylesiftError
 from stylesift.review.retrain import Retrainer, needs_negative, train_next
 
 BORDERLINE = 12
 SUGGESTIONS = 3
 THUMB_PX = 320
+# The page polls the state every few seconds; the verdict log of a store that has been fed for years is
+# long (200,000 verdicts: a second to read), so it is read again only when the store's manifest
+# changed or this many seconds passed; this round's own verdicts are noted at once.
+VERDICT_REFRESH_S = 10.0
+THUMB_CACHE = 512  # thumbnails kept (about 20 KB each): the page refetches every image after a retrain
 
 
 class ReviewError(StylesiftError, RuntimeError):
-    """The review server cannot start or cannot do what was asked; the message says what to do."""
+    """The review server cannot start or cannot do what was asked; the message says what to do.
+
+    ``status`` is the HTTP status the page gets: 400 a bad request, 409 a request that can never
+    succeed (e.g. the image left the store since scoring), 503 a busy store (the same request may
+    succeed in a moment; nothing was written).
+    """
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -91,8 +106,12 @@ class ReviewRound:
         self.items = [{"id": i, "path": str(it["path"]), "sha256": str(it["sha256"])} for i, it in enumerate(items)]
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
+        self._latest: tuple[object, float, dict] | None = None  # (store generation, when read, sha256 -> Verdict)
+        self._thumbs: dict[int, bytes] = {}
+        self._decoding = threading.BoundedSemaphore(min(4, os.cpu_count() or 1))
         self._retrainer = Retrainer(self._lock)
         self.model = ModelState(Path(model), bundle)
+        remove_stale_temps(Path(model).parent, ".ssmodel")  # a retrain of an earlier server killed mid-write
         st = self._open()
         # pooled: near-duplicates, evidence, suggestion spread; the model's set: what it scores
         self._features, self._model_features = self._load_features(st)
@@ -194,13 +213,25 @@ class ReviewRound:
 
     # ------------------------------------------------------------------ verdicts
     def _latest_verdicts(self, st) -> dict[str, object]:
-        """The latest verdict of each image of the batch in ``st``'s log, by sha256."""
+        """The latest verdict of each image of the batch in ``st``'s log, by sha256 (cached, see VERDICT_REFRESH_S)."""
+        with self._lock:
+            cached = self._latest
+        if cached is not None and cached[0] == st.generation and time.monotonic() - cached[1] < VERDICT_REFRESH_S:
+            return dict(cached[2])
         wanted = {it["sha256"] for it in self.items}
         latest = {}
         for v in st.verdicts():
             if v.sha256 in wanted:
                 latest[v.sha256] = v
-        return latest
+        with self._lock:
+            self._latest = (st.generation, time.monotonic(), latest)
+        return dict(latest)
+
+    def _note_verdict(self, generation, v) -> None:
+        """Put a verdict this round just saved into the cache (the log need not be read again for it)."""
+        with self._lock:
+            if self._latest is not None:
+                self._latest = (generation, self._latest[1], {**self._latest[2], v.sha256: v})
 
     def _round_verdicts(self, st) -> int:
         """How many images of the batch got their latest verdict in this round."""
@@ -212,9 +243,9 @@ class ReviewRound:
         ``skip`` records nothing. Raises :class:`ReviewError` for an unknown id or verdict, or a
         store that stays busy (nothing is written then).
         """
-        from stylesift.featurizer.store import StoreError, Verdict
+        from stylesift.featurizer.store import StoreBusy, StoreError, Verdict
 
-        if not isinstance(item_id, int) or not 0 <= item_id < len(self.items):
+        if type(item_id) is not int or not 0 <= item_id < len(self.items):  # JSON true is not item 1
             raise ReviewError(f"no image {item_id!r} in this round (ids 0..{len(self.items) - 1})")
         if verdict == "skip":
             return {"id": item_id, "verdict": "skip", "saved": False}
@@ -229,10 +260,14 @@ class ReviewRound:
         with self._write_lock:
             try:
                 with self._open("a") as st:
+                    self._latest_verdicts(st)  # the cache is current before this verdict joins it
                     st.add_verdicts([v])
-                    verdicts = self._round_verdicts(st)  # the log as just written, in memory
+                    self._note_verdict(st.generation, v)
+                    verdicts = self._round_verdicts(st)
+            except StoreBusy as exc:
+                raise ReviewError(f"the verdict was not saved (the store is busy; try again): {exc}", 503) from None
             except StoreError as exc:
-                raise ReviewError(f"the verdict was not saved: {exc}") from None
+                raise ReviewError(f"the verdict cannot be saved: {exc}", 409) from None
         if self._retrainer.due(verdicts, self.retrain_every):
             self.retrain()
         return {"id": item_id, "verdict": verdict, "label": label, "saved": True, "time": v.time}
@@ -298,8 +333,21 @@ class ReviewRound:
     def thumbnail(self, item_id: int) -> bytes:
         from stylesift.review.report import thumbnail_data_uri
 
-        uri = thumbnail_data_uri(self.items[item_id]["path"], THUMB_PX)
-        return base64.b64decode(uri.split(",", 1)[1])
+        with self._lock:
+            cached = self._thumbs.get(item_id)
+        if cached is not None:
+            return cached
+        item = self.items[item_id]
+        # The scored content or nothing: the verdict is saved against this sha256, so a file put at the
+        # path since scoring is not shown in its place. Decoded within the process's decode budget.
+        with self._decoding:  # the server runs up to 40 requests at once; a few decodes are enough
+            uri = thumbnail_data_uri(item["path"], THUMB_PX, sha256=item["sha256"])
+        data = base64.b64decode(uri.split(",", 1)[1])
+        with self._lock:
+            if len(self._thumbs) >= THUMB_CACHE:
+                self._thumbs.pop(next(iter(self._thumbs)))
+            self._thumbs[item_id] = data
+        return data
 
     def check_token(self, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(token.encode(), self.token.encode())

@@ -23,11 +23,13 @@ What the server guarantees:
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations (``Request``,
 # imported inside :func:`create_app` so that fastapi stays an optional extra) as live objects.
+import json
 import socket
 
 from stylesift.review.round import ReviewError, ReviewRound
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+MAX_BODY_BYTES = 64 * 1024  # a verdict is an id, a word and a note of at most 2,000 characters
 
 
 def create_app(rnd: ReviewRound):
@@ -36,6 +38,7 @@ def create_app(rnd: ReviewRound):
 
     fastapi = require("fastapi", "review", "the review page")
     from fastapi import Request
+    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     from stylesift.review.page import PAGE
@@ -64,17 +67,24 @@ def create_app(rnd: ReviewRound):
 
     @app.post("/api/verdict")
     async def verdict(request: Request):
+        declared = request.headers.get("content-length", "0")
+        raw = b"" if not declared.isdigit() or int(declared) > MAX_BODY_BYTES else await request.body()
+        if not raw or len(raw) > MAX_BODY_BYTES:
+            return JSONResponse({"error": f"the body is over {MAX_BODY_BYTES} bytes: {{id, verdict, note}}"},
+                                status_code=413)
         try:
-            body = await request.json()
-        except ValueError:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):  # RecursionError: a body nested thousands deep
             return JSONResponse({"error": "the body must be JSON: {id, verdict, note}"}, status_code=400)
         if not isinstance(body, dict):
             return JSONResponse({"error": "the body must be a JSON object: {id, verdict, note}"}, status_code=400)
         try:
-            return rnd.give_verdict(body.get("id"), body.get("verdict"), str(body.get("note") or ""))
+            # The store write blocks (the lock may be held by an extract): off the event loop, so the
+            # page's other requests are answered meanwhile.
+            return await run_in_threadpool(rnd.give_verdict, body.get("id"), body.get("verdict"),
+                                           str(body.get("note") or ""))
         except ReviewError as exc:
-            status = 503 if "not saved" in str(exc) else 400
-            return JSONResponse({"error": str(exc)}, status_code=status)
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     @app.post("/api/retrain")
     def retrain():

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_path", "temp_name", "is_temp_name", "fsync_dir"]
+__all__ = ["atomic_write", "atomic_path", "temp_name", "is_temp_name", "fsync_dir", "remove_stale_temps"]
 
 
 def temp_name(target: str | os.PathLike) -> Path:
@@ -32,6 +32,41 @@ def is_temp_name(name: str, target_name: str | None = None) -> bool:
     """True if ``name`` is a temp file of :func:`temp_name` (of ``target_name``, when given)."""
     prefix = f".{target_name}." if target_name is not None else "."
     return name.startswith(prefix) and name.endswith(".tmp")
+
+
+def remove_stale_temps(folder: str | os.PathLike, suffix: str = "") -> list[Path]:
+    """Delete the temp files in ``folder`` (of targets ending in ``suffix``) whose writing process is gone.
+
+    A process killed mid-write (kill -9, a power cut) leaves its ``.<name>.<pid>.tmp``; a live
+    process's temp file is never touched. Returns what was removed.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not is_temp_name(entry.name):
+            continue
+        target, _, pid = entry.name[1:-len(".tmp")].rpartition(".")
+        if not pid.isdigit() or not target.endswith(suffix) or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or a platform that cannot tell: leave it
+    return True
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -122,3 +124,16 @@ def test_text_mode_passes_newline_through(tmp_path):
         fh.write("one\ntwo\n")
     assert (tmp_path / "a.txt").read_bytes() == b"one\r\ntwo\r\n"
     assert (tmp_path / "b.txt").read_bytes() == b"one\ntwo\n"
+
+
+def test_stale_temps_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = tmp_path / f".m-004.ssmodel.{dead.pid}.tmp"  # a retrain killed mid-write
+    mine = tmp_path / f".m-005.ssmodel.{os.getpid()}.tmp"
+    other_kind = tmp_path / f".s.h5.{dead.pid}.tmp"
+    for p in (gone, mine, other_kind):
+        p.write_bytes(b"half")
+    (tmp_path / "m-003.ssmodel").write_bytes(b"whole")
+    assert atomic.remove_stale_temps(tmp_path, ".ssmodel") == [gone]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other_kind.name, "m-003.ssmodel"])
