@@ -131,9 +131,14 @@ class Featurizer:
 
         A bring-your-own backbone is loaded from ``backbone_file``, else from the path the fingerprint recorded.
         """
-        from stylesift.featurizer.backbones import is_byo
+        from stylesift.featurizer.backbones import BackboneFileError, is_byo
+        from stylesift.featurizer.backbones.byo import byo_fingerprint_problem
 
         if is_byo(fingerprint):
+            problem = byo_fingerprint_problem(fingerprint)
+            if problem:
+                raise BackboneFileError(f"the recorded feature space cannot be rebuilt: {problem}; the store or model "
+                                        "file was edited or damaged")
             return cls(backbone_file=backbone_file or fingerprint["file"], recorded=fingerprint, **kwargs)
         return cls(weights, runtime=runtime, space=runtimes.space_of_fingerprint(fingerprint), **kwargs)
 

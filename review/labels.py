@@ -66,7 +66,11 @@ def read_label_csv(path: Path) -> list[LabelItem]:
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
+            reader = csv.reader(fh)
+            rows = list(reader)
+    except csv.Error as exc:  # e.g. a field over the csv module's limit (131,072 characters)
+        raise LabelError(f"{path}:{reader.line_num}: not a CSV of verdicts ({exc}); expected lines of "
+                         "`path or sha256, label`") from None
     except OSError as exc:
         raise LabelError(f"{path}: cannot read the CSV of verdicts ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:

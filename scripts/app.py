@@ -1,11 +1,13 @@
 """The typer application and the little the commands share: stderr console, JSON output, exit codes.
 
 Errors: a :class:`~stylesift.errors.StylesiftError` raised anywhere below a command is printed here,
-once, as ``error: …`` with exit 1 (:class:`_Group`). Anything else is a bug and keeps its traceback.
+once, as ``error: …`` with exit 1 (:class:`_Group`), and so is an OSError of the machine (a full
+disk, a read-only folder). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import sys
@@ -34,6 +36,22 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except StylesiftError as exc:
             raise fail(str(exc)) from None
+        except OSError as exc:
+            hint = _ENVIRONMENT_ERRORS.get(exc.errno)
+            if hint is None:
+                raise  # anything else is a bug: its traceback is the report
+            raise fail(f"{exc.filename or 'a file'}: {exc.strerror or exc}; {hint}") from None
+
+
+# Errors of the machine, not of stylesift: the user can fix them, so they get one line, not a traceback.
+# Every write replaces its file atomically, so what was there before is left as it was.
+_ENVIRONMENT_ERRORS = {
+    errno.ENOSPC: "the disk is full: free some space and run it again (no file was left half-written)",
+    errno.EDQUOT: "the disk quota is used up: free some space and run it again (no file was left half-written)",
+    errno.EROFS: "that file system is read-only: choose a folder you can write to",
+    errno.EACCES: "permission denied: choose a file or folder you can read and write",
+    errno.EPERM: "operation not permitted: choose a file or folder you can read and write",
+}
 
 
 def _finite_floats(command) -> None:

@@ -172,3 +172,14 @@ def test_suggest_scores_with_the_feature_set_the_model_was_trained_on(loop_store
                    summary={"feature_set": "style", "feature_set_fingerprint": style_fp}).save(tmp_path / "style.ssmodel")
     out = json.loads(runner.invoke(app, ["suggest", str(model), "--store", str(store), "--n", "5", "--json"]).output)
     assert sum(70 <= s["row"] < 80 for s in out["suggestions"]) >= 4
+
+
+def test_label_from_csv_with_a_giant_field_is_one_line_naming_the_file(loop_store, tmp_path):
+    store, files, _, _ = loop_store
+    huge = tmp_path / "huge.csv"
+    huge.write_text(f"{files[2]},good\n{files[3]},{'x' * 200_000}\n")
+    r = runner.invoke(app, ["label", "--store", str(store), "--from-csv", str(huge)])
+    assert r.exit_code == 1
+    assert "huge.csv:2: not a CSV of verdicts" in r.output and "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert FeatureStore(store).verdicts() == []

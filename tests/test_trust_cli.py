@@ -121,3 +121,31 @@ def test_the_python_api_refuses_non_finite_thresholds_too(value):
         select(np.zeros(3), threshold=value)
     with pytest.raises(ValueError):
         select(np.zeros(3), top_fraction=value)
+
+
+BYO = {"backbone": "bring-your-own (ONNX)", "file": "/models/net.onnx", "file_sha256": "a" * 64,
+       "sidecar": {"input_size": 224}, "input_size": 224, "feature_dim": 16, "precision": "float32", "dtype": "float32"}
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda h: h.update(fingerprint={k: v for k, v in BYO.items() if k != "file"}), "'fingerprint'"),
+    (lambda h: h.update(fingerprint={**BYO, "file": 123}), "'fingerprint'"),
+    (lambda h: h.update(fingerprint={k: v for k, v in BYO.items() if k != "input_size"}), "'fingerprint'"),
+    (lambda h: h.update(fingerprint={**BYO, "sidecar": {"input_size": "big"}}), "'fingerprint'"),
+    (lambda h: h.update(created=1e300), "'created'"),
+    (lambda h: h.update(summary={"feature_set": "style", "feature_set_fingerprint": None}), "'summary'"),
+])
+def test_a_header_that_would_fail_later_is_refused_where_it_is_read(tmp_path, bundle_file, edit, field):
+    from stylesift.featurizer.space import fingerprint_id
+
+    magic, header, payload = bundle_file.read_bytes().split(b"\n", 2)
+    header = json.loads(header)
+    edit(header)
+    header["fingerprint_id"] = fingerprint_id(header["fingerprint"])  # an editor keeps the id in step
+    edited = tmp_path / "edited.ssmodel"
+    edited.write_bytes(magic + b"\n" + json.dumps(header).encode() + b"\n" + payload)
+    for args in (("model", "info", edited), ("score", edited, tmp_path / "x.jpg", "--store", tmp_path / "s.h5")):
+        result = run(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert f"bundle header field {field}" in result.output and "Traceback" not in result.output
+        assert isinstance(result.exception, SystemExit), result.exception

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from stylesift.errors import StylesiftError
+from stylesift.featurizer.backbones.byo import byo_fingerprint_problem, is_byo
 from stylesift.featurizer.space import differences, fingerprint_id, same_space
 
 MAGIC = b"stylesift-bundle 2\n"
@@ -28,6 +29,7 @@ MAX_HEADER_BYTES = 64 << 20
 MAX_PAYLOAD_BYTES = 4 << 30  # on disk, and again for the arrays unpacked from it
 MAX_SCHEMA_BYTES = 64 << 20
 UPGRADE_COMMAND = "stylesift model upgrade OLD NEW --trust-pickle"
+LAST_CREATED = 253402300799  # 9999-12-31 23:59:59 UTC: what time.localtime can show
 
 
 class BundleError(StylesiftError, RuntimeError):
@@ -179,16 +181,29 @@ def validate_header(header, path) -> None:
     fp = header.get("fingerprint")
     if not isinstance(fp, dict) or not fp:
         bad("fingerprint", "must be a feature-space fingerprint (a JSON object)")
+    if is_byo(fp) and byo_fingerprint_problem(fp):
+        bad("fingerprint", byo_fingerprint_problem(fp))
     if header.get("fingerprint_id") != fingerprint_id(fp):
         bad("fingerprint_id", f"must be the id of the fingerprint ({fingerprint_id(fp)})")
     versions = header.get("versions")
     if not (isinstance(versions, dict) and all(isinstance(v, str) for v in versions.values())
             and isinstance(versions.get("scikit-learn"), str) and isinstance(versions.get("numpy"), str)):
         bad("versions", "must map library names (scikit-learn, numpy, ...) to version strings")
-    if not is_number(header.get("created")):
-        bad("created", "must be a time in seconds since 1970")
-    if not isinstance(header.get("summary"), dict):
+    if not is_number(header.get("created")) or not 0 <= header["created"] <= LAST_CREATED:
+        bad("created", "must be a time in seconds since 1970 (before the year 10000)")
+    summary = header.get("summary")
+    if not isinstance(summary, dict):
         bad("summary", "must be a JSON object")
+    feature_set = summary.get("feature_set", "pooled")
+    if not isinstance(feature_set, str) or not feature_set:
+        bad("summary", "must name its 'feature_set' with a string")
+    set_fp = summary.get("feature_set_fingerprint")
+    # Only the pooled set may go without its own fingerprint (bundles from before feature sets):
+    # any other set's width and recipe come from it.
+    if feature_set != "pooled" and not (isinstance(set_fp, dict) and set_fp):
+        bad("summary", f"must give the fingerprint of its feature set {feature_set!r} ('feature_set_fingerprint')")
+    if set_fp is not None and not isinstance(set_fp, dict):
+        bad("summary", "'feature_set_fingerprint' must be a fingerprint (a JSON object) or null")
 
 
 def json_default(value):

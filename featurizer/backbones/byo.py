@@ -61,15 +61,25 @@ def read_sidecar(path: Path) -> dict:
                                 "backbone')") from None
     except ValueError as exc:
         raise BackboneFileError(f"{side}: not valid JSON ({exc})") from None
+    return check_sidecar(spec, side)
+
+
+def check_sidecar(spec, side) -> dict:
+    """``spec`` with its defaults filled in, or :class:`BackboneFileError` naming ``side`` and what to fix."""
     if not isinstance(spec, dict):
         raise BackboneFileError(f"{side}: expected a JSON object")
     unknown = set(spec) - SIDECAR_KEYS
     if unknown:
         raise BackboneFileError(f"{side}: unknown keys {sorted(unknown)}; allowed: {sorted(SIDECAR_KEYS)}")
-    out = {"input_size": spec.get("input_size", 224), "layout": str(spec.get("layout", "NCHW")).upper(),
-           "channels": str(spec.get("channels", "RGB")).upper(), "scale": float(spec.get("scale", 255.0)),
-           "mean": [float(v) for v in spec.get("mean", [0.0, 0.0, 0.0])],
-           "std": [float(v) for v in spec.get("std", [1.0, 1.0, 1.0])], "output": spec.get("output")}
+    try:
+        out = {"input_size": spec.get("input_size", 224), "layout": str(spec.get("layout", "NCHW")).upper(),
+               "channels": str(spec.get("channels", "RGB")).upper(), "scale": float(spec.get("scale", 255.0)),
+               "mean": [float(v) for v in spec.get("mean", [0.0, 0.0, 0.0])],
+               "std": [float(v) for v in spec.get("std", [1.0, 1.0, 1.0])], "output": spec.get("output")}
+    except (TypeError, ValueError):
+        raise BackboneFileError(f"{side}: scale must be a number, mean and std lists of numbers") from None
+    if out["output"] is not None and not isinstance(out["output"], str):
+        raise BackboneFileError(f"{side}: output must be the name of the network's output (a string)")
     if not isinstance(out["input_size"], int) or not 8 <= out["input_size"] <= 2048:
         raise BackboneFileError(f"{side}: input_size must be an integer between 8 and 2048")
     if out["layout"] not in ("NCHW", "NHWC") or out["channels"] not in ("RGB", "BGR"):
@@ -92,6 +102,29 @@ def byo_fingerprint(path: Path, *, sha256: str | None = None, spec: dict | None 
 
 def is_byo(fingerprint: dict | None) -> bool:
     return bool(fingerprint) and str(fingerprint.get("backbone", "")).startswith("bring-your-own")
+
+
+def byo_fingerprint_problem(fp: dict) -> str | None:
+    """What is wrong with a bring-your-own fingerprint read from a file (a bundle or store header), or None.
+
+    Such a fingerprint is what builds the network later (its file, its sidecar), so every field that
+    does is checked where the header is read, not where a KeyError would surface.
+    """
+    sha = fp.get("file_sha256")
+    if not isinstance(fp.get("file"), str) or not fp["file"]:
+        return "a bring-your-own fingerprint needs 'file', the network's path (a string)"
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        return "a bring-your-own fingerprint needs 'file_sha256', 64 lowercase hex digits"
+    try:
+        spec = check_sidecar(fp.get("sidecar"), "its 'sidecar'")
+    except BackboneFileError as exc:
+        return f"a bring-your-own fingerprint needs a valid 'sidecar' ({exc})"
+    if fp.get("input_size") != spec["input_size"]:
+        return "a bring-your-own fingerprint needs 'input_size', the sidecar's (an integer)"
+    dim = fp.get("feature_dim")
+    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0):
+        return "'feature_dim' must be a positive integer"
+    return None
 
 
 def _output_dim(path: Path, spec: dict) -> int:
