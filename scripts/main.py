@@ -17,6 +17,7 @@ from stylesift.cli import (  # noqa: E402
     model_cmds,
     review_cmds,
     score_cmd,
+    similar_cmds,
     store_cmds,
     train_cmds,
 )
@@ -27,11 +28,13 @@ app.command()(extract_cmds.weights)
 app.command()(extract_cmds.extract)
 app.command()(extract_cmds.info)
 app.add_typer(store_cmds.store_app, name="store")
+app.command()(similar_cmds.similar)
 # models on stored features
 app.command()(train_cmds.compare)
 app.command()(train_cmds.train)
 app.command()(train_cmds.tune)
 app.command()(score_cmd.score)
+app.command()(similar_cmds.rank)
 app.add_typer(model_cmds.model_app, name="model")
 # people
 app.command()(demo_cmd.demo)
