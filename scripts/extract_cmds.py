@@ -155,6 +155,7 @@ def info(
     json_out: JsonOpt = False,
 ):
     """Rows, feature sets, counts per label and verdict, failures and fingerprint of a store."""
+    from stylesift.featurizer.search import check_indexes, describe
     from stylesift.featurizer.space import fingerprint_id
     from stylesift.featurizer.store import FeatureStore
 
@@ -174,7 +175,8 @@ def info(
     result = {"store": str(store), "rows": len(st), "feature_dim": fp.get("feature_dim"), "feature_sets": sets,
               "labels": st.label_counts(), "verdicts": st.verdict_counts(), "verdicts_total": len(st.verdicts()),
               "failures": [f.__dict__ for f in st.failures], "checksums_verified": verify,
-              "fingerprint": fp, "fingerprint_id": fingerprint_id(fp) if fp else None}
+              "fingerprint": fp, "fingerprint_id": fingerprint_id(fp) if fp else None,
+              "indexes": check_indexes(st, deep=False) if st.format_version != 1 else {}}
     if json_out:
         print_json(result)
         return
@@ -190,4 +192,7 @@ def info(
     typer.echo(f"failures: {len(result['failures'])}")
     for f in result["failures"][:20]:
         typer.echo(f"  {printable(f['reason'])}")  # plain echo: never read as markup
+    for name, ist in result["indexes"].items():
+        if ist["built"]:
+            typer.echo(describe(name, ist))
     typer.echo(f"fingerprint {result['fingerprint_id']}: " + ", ".join(f"{k}={v}" for k, v in fp.items()))

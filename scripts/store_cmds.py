@@ -22,10 +22,18 @@ def check(
                                          "aside (their images are featurized again by the next extract).")] = False,
     json_out: JsonOpt = False,
 ):
-    """Read every part of the store and verify its checksums; exit 0 healthy, 1 damaged."""
+    """Read every part of the store and verify its checksums, and each similarity index; exit 0 healthy, 1 damaged.
+
+    A damaged index is reported but does not make the store damaged (it is derived data; --repair rebuilds it).
+    """
+    from stylesift.featurizer.search import check_indexes, describe
+    from stylesift.featurizer.store import FeatureStore
     from stylesift.featurizer.store.check import check as run_check
 
     result = run_check(store, repair=repair)
+    if result.get("format_version") != 1:
+        # After the store's own repair, which may renumber rows (a stale index is then rebuilt too).
+        result["indexes"] = check_indexes(FeatureStore(store), repair=repair)
     if json_out:
         print_json(result)
     else:
@@ -36,6 +44,8 @@ def check(
             typer.echo(f"  {p['file']}: {p['problem']}{moved}; {p['fix']}")
         if result.get("note"):
             typer.echo(f"  {result['note']}")
+        for name, st in result.get("indexes", {}).items():
+            typer.echo(f"  {describe(name, st)}")
     if not result["healthy"] and not result.get("repaired"):
         raise typer.Exit(1)
 
