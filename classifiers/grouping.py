@@ -156,7 +156,8 @@ def select_distinct(scores: np.ndarray, groups: np.ndarray, **rule) -> tuple[np.
 
 def choose(scores: np.ndarray, default_threshold: float, *, threshold: float | None = None, top_k: int | None = None,
            top_fraction: float | None = None, dedupe: float | None = None, features: np.ndarray | None = None,
-           hash_of: Callable[[int], int | None] | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+           hash_of: Callable[[int], int | None] | None = None,
+           exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """The picks of one scored batch: the rule given, else ``default_threshold``; then near-duplicates or not.
 
     The one place where ``score`` and the review round decide what is selected. ``scores`` has
@@ -164,8 +165,16 @@ def choose(scores: np.ndarray, default_threshold: float, *, threshold: float | N
     rows (and ``hash_of`` their hashes, see :func:`group_by_score`), and only a group's best row can
     be selected. Returns the mask ``(n,)``, the group ids ``(n,)`` (None without ``dedupe``) and the
     rule as :func:`~stylesift.classifiers.selection.select` reports it (``"dedupe"`` added).
+    ``exclude`` (bool ``(n,)``) marks rows that may not be picked (seen before): they rank last and
+    stay unselected, so ``top_k`` picks among the others.
     """
     scores = np.asarray(scores, dtype=float)
+    if exclude is not None and np.any(exclude):
+        exclude = np.asarray(exclude, bool)
+        chosen, groups, how = choose(np.where(exclude, -np.inf, scores), default_threshold, threshold=threshold,
+                                     top_k=top_k, top_fraction=top_fraction, dedupe=dedupe, features=features,
+                                     hash_of=hash_of)
+        return chosen & ~exclude, groups, {**how, "excluded": int(exclude.sum())}
     if threshold is None and top_k is None and top_fraction is None:
         threshold = default_threshold
     rule = {"threshold": threshold, "top_k": top_k, "top_fraction": top_fraction}

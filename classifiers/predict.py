@@ -24,6 +24,7 @@ from stylesift.classifiers.feature_sets import (
     stored_parts,
 )
 from stylesift.classifiers.grouping import choose, group_sizes
+from stylesift.featurizer.search.history import HISTORY_THRESHOLD, seen_before
 
 
 @dataclass
@@ -51,10 +52,12 @@ class ScoreResult:
         return {"rows": self.rows, "failed": self.failed, "selection": self.selection, "interrupted": self.interrupted}
 
     def write_csv(self, path) -> Path:
-        """Write the scores CSV (path, sha256, score, selected, error, path_b64, group, group_size), atomically.
+        """Write the scores CSV (path, sha256, score, selected, error, path_b64, group, group_size, seen_label,
+        seen_sha256), atomically.
 
         The one writer of it (the CLI's ``score --out`` and the demo). ``group``/``group_size`` are the
-        near-duplicate group (empty without dedupe). ``path`` is the printable form (bytes that are not
+        near-duplicate group (empty without dedupe); ``seen_label``/``seen_sha256`` the judged stored
+        image an upload repeats (empty when none). ``path`` is the printable form (bytes that are not
         UTF-8 shown as U+FFFD); ``path_b64`` holds the exact name's bytes in base64, only for such names.
         Failed files come last, with an empty score and their error.
         """
@@ -66,11 +69,14 @@ class ScoreResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["path", "sha256", "score", "selected", "error", "path_b64", "group", "group_size"])
+            w.writerow(["path", "sha256", "score", "selected", "error", "path_b64", "group", "group_size", "seen_label",
+                        "seen_sha256"])
             for r in self.rows:
                 shown = path_fields(r["path"])
+                seen = r.get("seen_before") or {}
                 w.writerow([shown["path"], r["sha256"], repr(r["score"]), int(r["selected"]), "",
-                            shown.get("path_b64", ""), r.get("group", ""), r.get("group_size", "")])
+                            shown.get("path_b64", ""), r.get("group", ""), r.get("group_size", ""),
+                            seen.get("label", ""), seen.get("sha256", "")])
             for f in self.failed:
                 shown = path_fields(f["path"])
                 w.writerow([shown["path"], "", "", "", display_path(f["error"]), shown.get("path_b64", "")])
@@ -145,7 +151,8 @@ class Predictor:
 
     def score(self, paths: Iterable[str | os.PathLike], *, threshold: float | None = None, top_k: int | None = None,
               top_fraction: float | None = None, progress: Callable[[int, int], None] | None = None,
-              dedupe: float | None = None) -> ScoreResult:
+              dedupe: float | None = None, history: bool = True, history_threshold: float = HISTORY_THRESHOLD,
+              keep_seen: bool = False) -> ScoreResult:
         """Featurize (through the store) and score image files and folders.
 
         Selection: ``threshold`` (default: the bundle's), or the ``top_k`` / ``top_fraction``
@@ -153,6 +160,11 @@ class Predictor:
         :data:`~stylesift.classifiers.grouping.DEFAULT_THRESHOLD`) groups near-duplicates: every row gets
         ``group`` and ``group_size``, and only a group's best-scoring row can be selected, so a
         group counts once toward ``top_k`` (see :func:`~stylesift.classifiers.grouping.select_distinct`).
+
+        ``history``: every row gets ``seen_before``, None or the most similar *other* stored row that
+        has a verdict when its pooled cosine is ≥ ``history_threshold``
+        (:func:`~stylesift.featurizer.search.history.seen_before`); such rows are not selected unless
+        ``keep_seen``.
         """
         from stylesift.featurizer.images import perceptual_hash
         from stylesift.featurizer.store import FeatureStore
@@ -172,13 +184,22 @@ class Predictor:
         scores = self.bundle.score(X if name == DEFAULT_SET else load_features(st, rows, name)) if len(rows) else np.zeros(0)
         features = X if len(rows) else np.zeros((0, 0), np.float32)
         paths = [p for p, _ in items]
+        seen = (seen_before(st, [sha for _, sha in items], features, threshold=history_threshold)
+                if history and len(rows) else [None] * len(items))
+        exclude = None if keep_seen else np.array([s is not None for s in seen], bool)
         chosen, groups, selection = choose(scores, self.bundle.threshold, threshold=threshold, top_k=top_k,
                                            top_fraction=top_fraction, dedupe=dedupe, features=features,
-                                           hash_of=lambda i: perceptual_hash(paths[i]))
+                                           hash_of=lambda i: perceptual_hash(paths[i]), exclude=exclude)
+        if history:
+            selection = {**selection, "history": {"threshold": float(history_threshold), "keep_seen": bool(keep_seen),
+                                                  "seen": int(sum(s is not None for s in seen))}}
         result = ScoreResult(selection=selection, interrupted=report.interrupted, skipped=list(getattr(report, "skipped", [])),
                              failed=[{"path": f["path"], "error": f["error"]} for f in report.failed] + vanished)
         result.rows = [{"path": p, "sha256": sha, "score": float(s), "selected": bool(c)}
                        for (p, sha), s, c in zip(items, scores, chosen)]
+        if history:
+            for row, s in zip(result.rows, seen):
+                row["seen_before"] = s
         if groups is not None:
             for row, g, size in zip(result.rows, groups, group_sizes(groups)):
                 row["group"], row["group_size"] = int(g), int(size)

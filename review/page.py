@@ -91,6 +91,7 @@ function card(item, kind, rank) {
   meta.appendChild(el("span", "score", item.score.toFixed(3)));
   const name = el("span", "name", item.name); name.title = item.name; meta.appendChild(name);
   if (item.nearest) meta.appendChild(el("span", "nearest", "nearest positive: " + item.nearest.name + " (" + item.nearest.similarity.toFixed(2) + ")"));
+  if (item.seen_before) meta.appendChild(el("span", "nearest seen", "seen before: " + item.seen_before.label + " on " + item.seen_before.date));
   f.appendChild(meta);
   const members = state.members[String(item.group)] || [];
   if (members.length) {

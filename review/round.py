@@ -91,7 +91,7 @@ class ReviewRound:
 
     def __init__(self, model, bundle, store, items: list[dict], *, reviewer: str, selection: dict | None = None,
                  dedupe: float | None = None, negative_label: str | None = None, retrain_every: int = 0,
-                 lock_timeout: float = 5.0, method: str | None = None):
+                 lock_timeout: float = 5.0, method: str | None = None, keep_seen: bool = False):
         self.store = Path(store)
         self.reviewer = reviewer
         self.selection = dict(selection or {})
@@ -103,7 +103,9 @@ class ReviewRound:
         self.negative_label = bundle.negative_label or negative_label or f"not-{bundle.positive_label}"
         self.started = time.time()
         self.token = secrets.token_urlsafe(24)
-        self.items = [{"id": i, "path": str(it["path"]), "sha256": str(it["sha256"])} for i, it in enumerate(items)]
+        self.items = [{"id": i, "path": str(it["path"]), "sha256": str(it["sha256"]), "seen_before": it.get("seen_before")}
+                      for i, it in enumerate(items)]
+        self.keep_seen = bool(keep_seen)
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
         self._latest: tuple[object, float, dict] | None = None  # (store generation, when read, sha256 -> Verdict)
@@ -159,8 +161,10 @@ class ReviewRound:
         bundle = self.model.bundle
         scores = bundle.score(self._model_features) if len(self.items) else np.zeros(0)
         rule = {k: self.selection.get(k) for k in ("threshold", "top_k", "top_fraction")}
+        # An image that repeats an earlier judged one (score's history) is shown, marked, but not picked.
+        seen = None if self.keep_seen else np.array([it.get("seen_before") is not None for it in self.items], bool)
         chosen, groups, how = choose(scores, bundle.threshold, **rule, dedupe=self.dedupe, features=self._features,
-                                     hash_of=lambda i: perceptual_hash(self.items[i]["path"]))
+                                     hash_of=lambda i: perceptual_hash(self.items[i]["path"]), exclude=seen)
         if groups is None:
             groups = np.arange(1, len(scores) + 1)  # every image its own card
         # Suggestions are placed against the threshold in force (the model's own under a top-k rule).
@@ -280,7 +284,7 @@ class ReviewRound:
             items = []
             for it in self.items:
                 v = latest.get(it["sha256"])
-                row = {k: it[k] for k in ("id", "score", "selected", "group", "group_size") if k in it}
+                row = {k: it[k] for k in ("id", "score", "selected", "group", "group_size", "seen_before") if k in it}
                 row["name"] = os.path.basename(it["path"]) or it["path"]
                 row["nearest"] = it.get("nearest")
                 if v is not None:

@@ -7,8 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from stylesift.cli.app import EXIT_USAGE, fail, print_json, say
-from stylesift.cli.options import DEFAULT_STORE, JsonOpt, ModelArg, StoreOpt, WeightsOpt
+from stylesift.cli.app import EXIT_USAGE, fail, print_json, say, use_decode_memory
+from stylesift.cli.options import DEFAULT_STORE, DecodeMemoryOpt, JsonOpt, ModelArg, StoreOpt, WeightsOpt
 
 ReviewerOpt = Annotated[Optional[str], typer.Option("--reviewer", help="Who gives the verdicts (default: the login name).")]
 
@@ -89,12 +89,17 @@ def review(
                                                          "the measured one): one card per group.")] = None,
     no_dedupe: Annotated[bool, typer.Option("--no-dedupe", help="Every image its own card.")] = False,
     reviewer: ReviewerOpt = None,
+    no_history: Annotated[bool, typer.Option(
+        "--no-history", help="Do not mark images that repeat an earlier stored image with a verdict.")] = False,
+    keep_seen: Annotated[bool, typer.Option(
+        "--keep-seen", help="Let images seen before be picked too (they are marked either way).")] = False,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (default loopback: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")] = 8765,
     retrain_every: Annotated[int, typer.Option("--retrain-every", min=0,
                                                help="Retrain in the background after this many new verdicts (0: only on request).")] = 20,
     negative_label: Annotated[Optional[str], typer.Option(
         "--negative-label", help="Label of a rejection when the model has no negative label (default: not-POSITIVE).")] = None,
+    decode_memory: DecodeMemoryOpt = None,
     weights_file: WeightsOpt = None,
 ):
     """Serve a review page for the model's picks among PATHs: verdicts saved at once into the store, retraining in the background."""
@@ -106,6 +111,7 @@ def review(
 
     if sum(x is not None for x in (threshold, top_k, top_fraction)) > 1:
         raise fail("choose one of --threshold, --top-k and --top-fraction", EXIT_USAGE)
+    use_decode_memory(decode_memory)  # scoring and the page's thumbnails share it
     from stylesift.extras import require
 
     require("fastapi", "review", "the review page")
@@ -113,7 +119,7 @@ def review(
     sock = bind(host, port)  # a port in use fails here, before any scoring
     try:
         predictor = Predictor.load(model, store, weights=weights_file)
-        result = predictor.score(paths)
+        result = predictor.score(paths, history=not no_history, keep_seen=keep_seen)
         for f in result.failed:
             say(f"  not reviewable: {f['error']}")
         if not result.rows:
@@ -121,7 +127,7 @@ def review(
         rnd = ReviewRound(model, predictor.bundle, store, result.rows, reviewer=reviewer or default_reviewer(),
                           selection={"threshold": threshold, "top_k": top_k, "top_fraction": top_fraction},
                           dedupe=None if no_dedupe else (dedupe or DEFAULT_THRESHOLD), negative_label=negative_label,
-                          retrain_every=retrain_every)
+                          retrain_every=retrain_every, keep_seen=keep_seen)
     except BaseException:
         sock.close()
         raise

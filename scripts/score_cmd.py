@@ -48,8 +48,13 @@ def score(
              "or perceptual hashes at most 8 bits apart; a group is one pick and counts once toward --top-k.")] = DEDUPE_THRESHOLD,
     no_dedupe: Annotated[bool, typer.Option(
         "--no-dedupe", help="Do not group near-duplicates: every image is its own pick.")] = False,
+    no_history: Annotated[bool, typer.Option(
+        "--no-history", help="Do not look for earlier stored images with a verdict that an upload repeats.")] = False,
+    keep_seen: Annotated[bool, typer.Option(
+        "--keep-seen", help="Let uploads seen before (near-duplicates of a judged stored image) be picked too.")] = False,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", help="CSV: path, sha256, score, selected, error, path_b64, group, group_size.")] = None,
+        "--out", help="CSV: path, sha256, score, selected, error, path_b64, group, group_size, seen_label, "
+                      "seen_sha256.")] = None,
     report: Annotated[Optional[Path], typer.Option(
         "--report", help="HTML contact sheet: picks with thumbnails, borderline band, failures.")] = None,
     runtime: RuntimeOpt = Runtime.auto,
@@ -59,7 +64,8 @@ def score(
     verbose: VerboseOpt = False,
     decode_memory: DecodeMemoryOpt = None,
     json_out: Annotated[bool, typer.Option(
-        "--json", help="Print a JSON list of {path, sha256, score, selected, group, group_size} on stdout.")] = False,
+        "--json", help="Print a JSON list of {path, sha256, score, selected, group, group_size, seen_before} on "
+                       "stdout.")] = False,
 ):
     """Score images with a model: one row per image (higher score = more like the positives)."""
     from stylesift.classifiers.predict import Predictor
@@ -71,7 +77,7 @@ def score(
     predictor = Predictor.load(model, store, weights=weights_file, runtime=runtime.value, backbone_file=backbone)
     with progress_bar("scoring", enabled=not json_out) as bar:
         result = predictor.score(paths, threshold=threshold, top_k=top_k, top_fraction=top_fraction, progress=bar,
-                                 dedupe=None if no_dedupe else dedupe)
+                                 dedupe=None if no_dedupe else dedupe, history=not no_history, keep_seen=keep_seen)
     if out:
         result.write_csv(out)
     if report:
@@ -83,11 +89,16 @@ def score(
         print_json(result.rows)
     else:
         for r in sorted(result.rows, key=lambda r: -r["score"]):
-            typer.echo(f"{r['score']:+.4f}  {'selected' if r['selected'] else '        '}  {printable(r['path'])}")
+            seen = r.get("seen_before")
+            note = (f"  (seen before: {seen['label']} on {seen['date']}, {printable(seen['path'] or seen['sha256'])}, "
+                    f"similarity {seen['similarity']:.3f})") if seen else ""
+            typer.echo(f"{r['score']:+.4f}  {'selected' if r['selected'] else '        '}  {printable(r['path'])}{note}")
         rule = result.selection
         how = f"score ≥ {rule['threshold']:.6g}" if rule["rule"] == "threshold" else f"top {rule['k']}"
         groups = f" in {rule['dedupe_groups']} near-duplicate groups" if "dedupe_groups" in rule else ""
-        typer.echo(f"{sum(r['selected'] for r in result.rows)} of {len(result.rows)}{groups} selected ({how})"
+        seen = rule.get("history", {}).get("seen", 0)
+        seen = f"; {seen} seen before{' (kept)' if keep_seen else ', not picked'}" if seen else ""
+        typer.echo(f"{sum(r['selected'] for r in result.rows)} of {len(result.rows)}{groups} selected ({how}){seen}"
                    + (f"; {len(result.failed)} failed" if result.failed else "") + (f"; written to {out}" if out else ""))
     for f in result.failed:
         say(f"  failed: {f['error']}")

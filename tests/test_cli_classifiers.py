@@ -55,7 +55,7 @@ def test_score_ranks_unseen_pictures_and_lists_failures(project):
     result = run("score", project["model"], project["root"] / "new", "--store", project["store"], "--json", "--out", out_csv)
     assert result.exit_code == 3, result.output  # one unreadable file
     rows = json.loads(result.stdout)
-    assert len(rows) == 6 and all(set(r) == {"path", "sha256", "score", "selected", "group", "group_size"} for r in rows)
+    assert len(rows) == 6 and all(set(r) == {"path", "sha256", "score", "selected", "group", "group_size", "seen_before"} for r in rows)
     smooth = [r for r in rows if "pic_" in r["path"]]
     busy = [r for r in rows if "tex_" in r["path"]]
     assert min(r["score"] for r in smooth) > max(r["score"] for r in busy)

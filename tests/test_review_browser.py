@@ -143,3 +143,20 @@ def test_a_verdict_given_while_an_extract_holds_the_store_is_saved_once_it_is_fr
         sync_api.expect(saved).to_have_text("saved: good (tester)", timeout=20000)
         page.close()
     assert [v.label for v in FeatureStore(store).verdicts()] == ["good"]
+
+
+def test_a_card_says_seen_before_with_its_label_as_text(tmp_path, browser):
+    best, *_ = build_round(tmp_path / "probe")
+    pick = best.sections["picks"][0]
+    label = "<img src=x onerror=document.title='owned'>"
+    mark = {"sha256": "ab" * 32, "path": "/feed/old.jpg", "label": label, "date": "2026-11-02", "similarity": 0.97}
+    rnd, *_ = build_round(tmp_path, seen={pick: mark})
+    with running(rnd) as base:
+        page = browser.new_page()
+        page.goto(f"{base}/?token={rnd.token}")
+        page.wait_for_selector(f'.card[data-id="{pick}"]')
+        card = page.locator(f'.card[data-id="{pick}"]')
+        sync_api.expect(card.locator(".seen")).to_have_text(f"seen before: {label} on 2026-11-02")
+        assert page.locator(f'#picks .card[data-id="{pick}"]').count() == 0  # shown, but not among the picks
+        assert page.title() != "owned"
+        page.close()

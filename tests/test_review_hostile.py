@@ -101,3 +101,15 @@ def test_a_file_replaced_since_scoring_is_not_shown_in_its_place(world):
         assert call(f"{base}/img/2?token={rnd.token}")[0] == 404
         status, body = call(f"{base}/img/3?token={rnd.token}")
         assert status == 200 and body[:2] == b"\xff\xd8"
+
+
+def test_an_image_seen_before_is_marked_and_not_picked_unless_kept(tmp_path):
+    rnd, *_ = build_round(tmp_path)
+    best = rnd.sections["picks"][0]
+    mark = {"sha256": "ab" * 32, "path": "/feed/old.jpg", "label": "good", "date": "2026-11-02", "similarity": 0.97}
+    marked, *_ = build_round(tmp_path / "again", seen={best: mark})
+    state = marked.state()
+    assert state["items"][best]["seen_before"] == mark and best not in state["sections"]["picks"]
+    assert state["items"][rnd.sections["picks"][1]]["seen_before"] is None
+    kept, *_ = build_round(tmp_path / "kept", seen={best: mark}, keep_seen=True)
+    assert best in kept.state()["sections"]["picks"]

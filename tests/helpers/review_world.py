@@ -16,8 +16,10 @@ import numpy as np
 FP = {"backbone": "test", "feature_dim": 24, "dtype": "float32"}
 
 
-def build_round(tmp_path, *, n=14, retrain_every=0):
-    """Store, model and a ReviewRound over ``n`` picture files; rows 0 and 1 are near-duplicates."""
+def build_round(tmp_path, *, n=14, retrain_every=0, seen=None, keep_seen=False):
+    """Store, model and a ReviewRound over ``n`` picture files; the two best-scoring are near-duplicates.
+
+    ``seen`` maps item ids to the ``seen_before`` that score would have given them."""
     from helpers.pictures import write_pictures
     from stylesift.classifiers.bundle import Bundle
     from stylesift.classifiers.two_class import TwoClassSVM
@@ -47,8 +49,9 @@ def build_round(tmp_path, *, n=14, retrain_every=0):
                    negative_label="plain", fingerprint=FP, train_sha256=np.array(train_shas),
                    train_labels=np.array(["good"] * 20 + ["plain"] * 20)).save(tmp_path / "model.ssmodel")
     bundle = Bundle.load(model, fingerprint=FP)
-    items = [{"path": str(p), "sha256": s} for p, s in zip(pictures, shas)]
-    rnd = ReviewRound(model, bundle, store, items, reviewer="tester", dedupe=0.98, retrain_every=retrain_every)
+    items = [{"path": str(p), "sha256": s, "seen_before": (seen or {}).get(i)} for i, (p, s) in enumerate(zip(pictures, shas))]
+    rnd = ReviewRound(model, bundle, store, items, reviewer="tester", dedupe=0.98, retrain_every=retrain_every,
+                      keep_seen=keep_seen)
     return rnd, store, model, pictures
 
 
