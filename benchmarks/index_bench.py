@@ -11,6 +11,9 @@ Two modes:
   live in a float16 memory-mapped file behind the store's read interface; everything else is the same
   code. ``--compare`` also times faiss IVF/HNSW and usearch HNSW on the same projected vectors.
 
+The measuring is :mod:`stylesift.featurizer.search.bench` (``stylesift bench index``); this script adds
+``--compare`` (faiss and usearch, which stylesift does not depend on) and the index's knobs.
+
 Run: ``python benchmarks/index_bench.py --mode store --rows 100000`` and
 ``python benchmarks/index_bench.py --mode arrays --rows 1000000 --compare``.
 """
@@ -18,9 +21,7 @@ Run: ``python benchmarks/index_bench.py --mode store --rows 100000`` and
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import resource
 import shutil
 import tempfile
 import time
@@ -28,51 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stylesift.featurizer.search import SimilarityIndex, normalise
+from stylesift.featurizer.search import SimilarityIndex, bench, normalise
 from stylesift.featurizer.search import index as ix
-
-DIM = 2048
-BLOCK = 4096
-FP = {"backbone": "bench", "feature_dim": DIM, "dtype": "float32"}
-
-
-def make_block(b: int, dim: int = DIM, rows: int = BLOCK) -> np.ndarray:
-    """Block ``b`` of the synthetic rows (the same numbers every time)."""
-    basis = np.random.default_rng(12345)
-    W = basis.standard_normal((128, dim)).astype(np.float32) / np.sqrt(128)
-    centres = basis.standard_normal((512, 128)).astype(np.float32) * (1.0 / np.sqrt(np.arange(1, 129)))[None, :] * 3
-    rng = np.random.default_rng(b)
-    latent = centres[rng.integers(0, 512, rows)] + rng.standard_normal((rows, 128)).astype(np.float32) \
-        * (1.0 / np.sqrt(np.arange(1, 129)))[None, :]
-    X = latent @ W + 0.35 * rng.standard_normal((rows, dim)).astype(np.float32)
-    return np.maximum(X, 0).astype(np.float32)
-
-
-def sha_of(i: int) -> str:
-    return f"{i:064x}"
-
-
-class ArrayStore:
-    """The read interface the index uses, over a float16 memory-mapped matrix (``visible`` rows shown)."""
-
-    def __init__(self, path: Path, data: np.ndarray, visible: int):
-        self.path, self._data, self.visible = path, data, visible
-        self.feature_sets = {"pooled": FP}
-        self.sha256 = np.array([sha_of(i) for i in range(len(data))])
-
-    def __len__(self):
-        return self.visible
-
-    def has_features(self, name="pooled"):
-        return np.ones(self.visible, bool)
-
-    def features(self, rows, feature_set="pooled"):
-        return np.asarray(self._data[np.asarray(rows)], np.float32)
-
-    def rows_of(self, shas):
-        out = np.array([int(s, 16) for s in shas], np.int64)
-        out[out >= self.visible] = -1
-        return out
 
 
 def timed(fn):
@@ -85,82 +43,14 @@ def percentile_ms(times, q):
     return round(float(np.percentile(np.asarray(times) * 1000, q)), 2)
 
 
-def measure(store, reopen, n_queries: int, seed: int = 0) -> dict:
-    """Build, query warm, recall against exact, then one 2,000-row update (``reopen`` shows the new rows)."""
-    index = SimilarityIndex(store.path)
-    report, build_s = timed(lambda: index.update(store))
-    _, load_s = timed(index.load)
-    rng = np.random.default_rng(seed)
-    qrows = rng.choice(len(store), n_queries, replace=False)
-    Q = store.features(np.sort(qrows))
-    qrows = np.sort(qrows)
-    index.search(store, Q[:2], 10, exclude=qrows[:2])  # warm: first BLAS call, page cache
-    times, got = [], []
-    for i in range(n_queries):
-        res, t = timed(lambda i=i: index.search(store, Q[i:i + 1], 10, exclude=qrows[i:i + 1]))
-        times.append(t)
-        got.append(res[0][0])
-    exact, exact_s = timed(lambda: index.search(store, Q, 10, exclude=qrows, use_index=False))
-    recall = float(np.mean([len(np.intersect1d(g, e[0])) / max(1, len(e[0])) for g, e in zip(got, exact)]))
-    store = reopen()
-    update, update_s = timed(lambda: index.update(store))
-    _, reload_s = timed(index.load)
-    return {"rows": len(store), "build_s": round(build_s, 2), "build": {k: v for k, v in report.items() if k != "seconds"},
-            "cold_load_s": round(load_s, 2), "query_p50_ms": percentile_ms(times, 50), "query_p99_ms": percentile_ms(times, 99),
-            "recall_at_10": round(recall, 4), "exact_ms_per_query": round(exact_s / n_queries * 1000, 1),
-            "update_2000_s": round(update_s, 3), "update": {k: v for k, v in update.items() if k != "seconds"},
-            "reload_after_update_s": round(reload_s, 2),
-            "index_bytes_on_disk": sum(p.stat().st_size for p in index.folder.iterdir()),
-            "lists_bytes_in_memory": int(index.load()[1].vectors.nbytes + index.load()[1].rows.nbytes),
-            "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-            "nprobe": ix.NPROBE,
-            "rerank": ix.RERANK_LARGE if len(store) >= ix.LARGE_ROWS else ix.RERANK}
-
-
-def store_mode(rows: int, tmp: Path, n_queries: int) -> dict:
-    from stylesift.featurizer.store import FeatureStore
-
-    path = tmp / "bench.h5"
-    t = time.perf_counter()
-    with FeatureStore(path, "a", fingerprint=FP) as st:
-        for b in range((rows + 2000 + BLOCK - 1) // BLOCK):
-            X = make_block(b)
-            ids = [hashlib.sha256(f"row {b * BLOCK + i}".encode()).hexdigest() for i in range(BLOCK)]
-            take = min(BLOCK, rows - b * BLOCK)
-            if take <= 0:
-                break
-            st.add(ids[:take], X[:take], [[f"/bench/{b}/{i}.jpg"] for i in range(take)])
-    written = time.perf_counter() - t
-    extra = make_block(10_000_000)[:2000]
-
-    def reopen():
-        with FeatureStore(path, "a") as w:
-            w.add([hashlib.sha256(f"extra {i}".encode()).hexdigest() for i in range(2000)], extra,
-                  [["/bench/extra.jpg"]] * 2000)
-        return FeatureStore(path)
-
-    out = measure(FeatureStore(path), reopen, n_queries)
-    out["store_write_s"] = round(written, 1)
-    return out
-
-
 def arrays_mode(rows: int, tmp: Path, n_queries: int, compare: bool) -> dict:
-    total = rows + 2000
-    data = np.lib.format.open_memmap(tmp / "rows.npy", "w+", np.float16, (total, DIM))
-    t = time.perf_counter()
-    for b in range((total + BLOCK - 1) // BLOCK):
-        block = make_block(b)
-        end = min(total, (b + 1) * BLOCK)
-        data[b * BLOCK:end] = block[: end - b * BLOCK]
-    data.flush()
-    made = time.perf_counter() - t
-    store = ArrayStore(tmp / "bench.h5", data, rows)
-    out = measure(store, lambda: setattr(store, "visible", total) or store, n_queries)
-    out["generate_s"] = round(made, 1)
-    out["note"] = "rows in a float16 memmap behind the store's read interface (not an HDF5 store)"
+    res = bench.synthetic_arrays(rows, tmp, n_queries)
     if compare:
-        out["compare"] = compare_libraries(SimilarityIndex(store.path), store, n_queries)
-    return out
+        total = rows + bench.UPDATE_ROWS
+        data = np.load(tmp / "rows.npy", mmap_mode="r")
+        res["compare"] = compare_libraries(SimilarityIndex(tmp / "bench.h5"), bench.ArrayStore(tmp / "bench.h5", data, total),
+                                           n_queries)
+    return res
 
 
 def compare_libraries(index: SimilarityIndex, store, n_queries: int) -> dict:
@@ -246,7 +136,7 @@ def main() -> None:
         ix.RERANK = ix.RERANK_LARGE = args.rerank
     tmp = Path(tempfile.mkdtemp(prefix="index-bench-", dir=args.tmp))
     try:
-        res = store_mode(args.rows, tmp, args.queries) if args.mode == "store" else \
+        res = bench.synthetic_store(args.rows, tmp, args.queries) if args.mode == "store" else \
             arrays_mode(args.rows, tmp, args.queries, args.compare)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

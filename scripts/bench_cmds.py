@@ -13,7 +13,7 @@ from typing import Annotated, List, Optional, Tuple
 
 import typer
 
-from stylesift.cli.app import err, fail, print_json, progress_bar, say
+from stylesift.cli.app import EXIT_USAGE, err, fail, print_json, progress_bar, say
 from stylesift.cli.options import BatchOpt, JsonOpt
 
 bench_app = typer.Typer(help="Benchmarks that print numbers: extraction (no subcommand), and the subcommands below.",
@@ -147,6 +147,28 @@ def bench_store(
         print_json(results)
     else:
         typer.echo(store_bench.table(results))
+
+
+def bench_index(
+    rows: Annotated[list[int], typer.Option("--rows", min=3000, help="Synthetic store sizes (repeatable).")] = [20000, 100000],  # noqa: B006
+    mode: Annotated[str, typer.Option("--mode", help="store: a real HDF5 store is written (up to ~100k rows); arrays: "
+                                      "the rows in a float16 memory map (1M rows without 8 GB of store).")] = "store",
+    store: Annotated[Optional[Path], typer.Option("--store", help="Measure a real store instead (its last 2,000 rows "
+                                                   "are the update; the index goes to a temporary folder).")] = None,
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Queries timed per size.")] = 100,
+    folder: Annotated[Optional[Path], typer.Option("--dir", help="Where to build (default: a temporary folder).")] = None,
+    json_out: JsonOpt = False,
+):
+    """Time the similarity index: build, update per 2,000-row run, warm query p50/p99, recall@10 against exact, memory."""
+    from stylesift.featurizer.search import bench as index_bench
+
+    if mode not in ("store", "arrays"):
+        raise fail(f"--mode is store or arrays, not {mode!r}", EXIT_USAGE)
+    results = index_bench.run(sorted(rows), mode=mode, store_path=store, queries=queries, folder=folder, log=say)
+    if json_out:
+        print_json(results)
+    else:
+        typer.echo(index_bench.table(results))
 
 
 def bench_loop(

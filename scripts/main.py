@@ -45,6 +45,7 @@ app.command()(review_cmds.review)
 app.add_typer(bench_cmds.bench_app, name="bench")
 bench_cmds.bench_app.command("store")(bench_cmds.bench_store)
 bench_cmds.bench_app.command("loop")(bench_cmds.bench_loop)
+bench_cmds.bench_app.command("index")(bench_cmds.bench_index)
 
 
 def main() -> None:

@@ -87,3 +87,22 @@ def test_a_kill_during_an_index_update_leaves_the_store_whole_and_the_index_repa
         assert st["ok"] or not st["built"], st
     update(FeatureStore(path))
     assert check_indexes(FeatureStore(path))["pooled"]["ok"]
+
+
+def test_bench_index_measures_a_synthetic_and_a_real_store(tmp_path):
+    r = runner.invoke(app, ["bench", "index", "--rows", "3000", "--queries", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    (res,) = json.loads(r.stdout)
+    assert res["mode"] == "store" and res["rows"] == 5000 and res["update"]["added"] == 2000
+    assert 0.0 <= res["recall_at_10"] <= 1.0 and res["query_p50_ms"] <= res["query_p99_ms"]
+    path = tmp_path / "real.h5"
+    make_store(path, 2300)
+    r = runner.invoke(app, ["bench", "index", "--store", str(path), "--queries", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    (res,) = json.loads(r.stdout)
+    assert res["mode"] == "real" and res["rows"] == 2300 and res["update"]["added"] == 2000
+    assert res["build"]["added"] == 300 and res["recall_at_10"] == 1.0  # a flat index is exact
+    assert not (tmp_path / "real.h5.index").exists()  # measured beside the benchmark, not the store
+    make_store(tmp_path / "tiny.h5", 50)
+    r = runner.invoke(app, ["bench", "index", "--store", str(tmp_path / "tiny.h5")])
+    assert r.exit_code == 1 and "needs at least 2100" in r.output
