@@ -33,6 +33,19 @@ def numbered_model_path(model: Path) -> Path:
     return model.parent / f"{stem}-{n:03d}{suffix}"
 
 
+def retrain_method(method: str, label_counts: dict[str, int], negative_label: str) -> str:
+    """The method a review retrain uses: ``pu`` while the team has given only positive verdicts.
+
+    With no rejection yet (no row of ``negative_label``) a positives-only or two-class model learns
+    best from the positives against the unlabelled feed (``pu``, measured in docs/classifiers.md);
+    once rejections exist, the method asked for. ``pu`` needs unlabelled rows: without any the method
+    asked for stays (a one-class model still trains; a two-class one says what it needs).
+    """
+    if label_counts.get(negative_label, 0) == 0 and label_counts.get("", 0) > 0 and method != "pu":
+        return "pu"
+    return method
+
+
 def needs_negative(method: str) -> bool:
     """Whether ``method`` cannot train without counter-examples."""
     from stylesift.classifiers.methods import get_method

@@ -28,7 +28,7 @@ import numpy as np
 
 from stylesift.atomic import remove_stale_temps
 from stylesift.errors import StylesiftError
-from stylesift.review.retrain import Retrainer, needs_negative, train_next
+from stylesift.review.retrain import Retrainer, needs_negative, retrain_method, train_next
 
 BORDERLINE = 12
 SUGGESTIONS = 3
@@ -299,7 +299,8 @@ class ReviewRound:
                 "items": items, "sections": self.sections, "members": {str(k): v for k, v in self.members.items()},
                 "labels": {"positive": self.positive_label, "negative": self.negative_label},
                 "model": {"file": self.model.path.name, "version": self.model.version, "since": self.model.since,
-                          "method": self.method, "threshold": float(self.model.bundle.threshold)},
+                          "method": self.model.bundle.method, "asked": self.method,
+                          "threshold": float(self.model.bundle.threshold)},
                 "selection": self.how, "retraining": self.retraining, "reviewer": self.reviewer,
                 "tally": {"verdicts": len(round_verdicts), "accepted": accepted, "rejected": rejected,
                           "picks": len(picks),
@@ -323,11 +324,12 @@ class ReviewRound:
     def _retrain(self, st) -> str:
         """Train on ``st``'s labels, write and load the next model, put it in use and rescore; its file name."""
         old = self.model
+        method = retrain_method(self.method, st.label_counts(), self.negative_label)
         # Rejections are the negative label; a one-class model uses them to validate when there are any.
-        wanted = needs_negative(self.method) or st.label_counts().get(self.negative_label, 0) > 0
+        wanted = needs_negative(method) or st.label_counts().get(self.negative_label, 0) > 0
         negative = self.negative_label if wanted else None
         path, loaded = train_next(self.store, old.path, old.bundle, positive=self.positive_label, negative=negative,
-                                  method=self.method, fingerprint=st.fingerprint)
+                                  method=method, fingerprint=st.fingerprint)
         with self._lock:
             self.model = ModelState(path, loaded, version=old.version + 1)
         self._rescore(self._open())

@@ -158,3 +158,26 @@ def test_a_browser_that_goes_away_mid_verdict_leaves_a_whole_verdict_or_none(wor
         assert call(f"{base}/api/state", token=rnd.token)[0] == 200  # the server carries on
     log = FeatureStore(store).verdicts()
     assert len(log) <= 1 and all(v.note == "half" and v.label == "good" for v in log)
+
+
+def test_while_only_positive_verdicts_exist_retraining_uses_pu(tmp_path):
+    from stylesift.review.retrain import retrain_method
+
+    assert retrain_method("one-class", {"good": 5, "": 40}, "plain") == "pu"
+    assert retrain_method("two-class", {"good": 5, "plain": 1, "": 40}, "plain") == "two-class"
+    assert retrain_method("one-class", {"good": 5}, "plain") == "one-class"  # no feed to learn against
+    rnd, store, _, _ = build_round(tmp_path)
+    with FeatureStore(store, "a") as st:  # forget the hand-made negatives: only positives and the feed remain
+        for sha, label in zip(st.sha256, st.labels):
+            if label == "plain":
+                st.update(str(sha), label="")
+    assert "plain" not in FeatureStore(store).label_counts()
+    rnd.give_verdict(rnd.sections["picks"][0], "positive")
+    assert rnd.retrain()
+    deadline = time.time() + 120
+    while rnd.retraining and not ({"done", "error"} & set(rnd.retraining)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert "error" not in rnd.retraining, rnd.retraining
+    state = rnd.state()
+    assert state["model"]["method"] == "pu" and state["model"]["asked"] == "two-class"
+    assert len(state["sections"]["suggestions"]) > 0  # suggested by the pu model now in use
