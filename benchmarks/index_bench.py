@@ -31,16 +31,7 @@ import numpy as np
 
 from stylesift.featurizer.search import SimilarityIndex, bench, normalise
 from stylesift.featurizer.search import index as ix
-
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
-
-
-def percentile_ms(times, q):
-    return round(float(np.percentile(np.asarray(times) * 1000, q)), 2)
+from stylesift.featurizer.search.bench import percentile_ms, timed
 
 
 def arrays_mode(rows: int, tmp: Path, n_queries: int, compare: bool) -> dict:

@@ -97,21 +97,21 @@ class PrefixStore:
         return out
 
 
-def _timed(fn):
+def timed(fn):
     t = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t
 
 
-def _ms(times, q):
+def percentile_ms(times, q):
     return round(float(np.percentile(np.asarray(times) * 1000, q)), 2)
 
 
 def measure(store, reopen: Callable[[], object], n_queries: int, seed: int = 0) -> dict:
     """Build, query warm, recall against exact, then one 2,000-row update (``reopen`` shows the new rows)."""
     index = SimilarityIndex(store.path)
-    report, build_s = _timed(lambda: index.update(store))
-    _, load_s = _timed(index.load)
+    report, build_s = timed(lambda: index.update(store))
+    _, load_s = timed(index.load)
     rng = np.random.default_rng(seed)
     qrows = np.sort(rng.choice(len(store), min(n_queries, len(store)), replace=False))
     n_queries = len(qrows)
@@ -119,17 +119,17 @@ def measure(store, reopen: Callable[[], object], n_queries: int, seed: int = 0) 
     index.search(store, Q[:2], 10, exclude=qrows[:2])  # warm: first BLAS call, page cache
     times, got = [], []
     for i in range(n_queries):
-        res, t = _timed(lambda i=i: index.search(store, Q[i:i + 1], 10, exclude=qrows[i:i + 1]))
+        res, t = timed(lambda i=i: index.search(store, Q[i:i + 1], 10, exclude=qrows[i:i + 1]))
         times.append(t)
         got.append(res[0][0])
-    exact, exact_s = _timed(lambda: index.search(store, Q, 10, exclude=qrows, use_index=False))
+    exact, exact_s = timed(lambda: index.search(store, Q, 10, exclude=qrows, use_index=False))
     recall = float(np.mean([len(np.intersect1d(g, e[0])) / max(1, len(e[0])) for g, e in zip(got, exact)]))
     store = reopen()
-    update, update_s = _timed(lambda: index.update(store))
-    _, reload_s = _timed(index.load)
+    update, update_s = timed(lambda: index.update(store))
+    _, reload_s = timed(index.load)
     lists = index.load()[1]
     return {"rows": len(store), "build_s": round(build_s, 2), "build": {k: v for k, v in report.items() if k != "seconds"},
-            "cold_load_s": round(load_s, 2), "query_p50_ms": _ms(times, 50), "query_p99_ms": _ms(times, 99),
+            "cold_load_s": round(load_s, 2), "query_p50_ms": percentile_ms(times, 50), "query_p99_ms": percentile_ms(times, 99),
             "recall_at_10": round(recall, 4), "exact_ms_per_query": round(exact_s / n_queries * 1000, 1),
             "update_2000_s": round(update_s, 3), "update": {k: v for k, v in update.items() if k != "seconds"},
             "reload_after_update_s": round(reload_s, 2),
