@@ -91,6 +91,7 @@ function card(item, kind, rank) {
   meta.appendChild(el("span", "score", item.score.toFixed(3)));
   const name = el("span", "name", item.name); name.title = item.name; meta.appendChild(name);
   if (item.nearest) meta.appendChild(el("span", "nearest", "nearest positive: " + item.nearest.name + " (" + item.nearest.similarity.toFixed(2) + ")"));
+  if (item.like !== undefined) meta.appendChild(el("span", "nearest like", "like #" + item.like + " (" + item.similarity.toFixed(2) + ")"));
   if (item.seen_before) meta.appendChild(el("span", "nearest seen", "seen before: " + item.seen_before.label + " on " + item.seen_before.date));
   f.appendChild(meta);
   const members = state.members[String(item.group)] || [];
@@ -105,6 +106,10 @@ function card(item, kind, rank) {
   const neg = el("button", "neg", "✗ " + state.labels.negative); neg.type = "button"; neg.onclick = () => give(item.id, "negative");
   const skip = el("button", "skip", "skip"); skip.type = "button"; skip.onclick = () => give(item.id, "skip");
   actions.append(pos, neg, skip);
+  if (item.like === undefined) {
+    const more = el("button", "more", "more like this"); more.type = "button"; more.onclick = () => moreLike(item.id);
+    actions.append(more);
+  }
   f.appendChild(actions);
   const note = el("input", "note"); note.placeholder = "note (optional)"; note.maxLength = 2000;
   note.addEventListener("keydown", ev => { ev.stopPropagation(); if (ev.key === "Enter" || ev.key === "Escape") note.blur(); });
@@ -122,6 +127,13 @@ function markVerdict(id) {
   const s = f.querySelector(".saved");
   if (v && !s.classList.contains("error")) s.textContent = "saved: " + v.label + " (" + v.reviewer + (v.note ? ", “" + v.note + "”" : "") + ")";
 }
+function moreLike(id) {
+  setStatus("looking for stored images like #" + id + "…");
+  api("/api/more/" + id, {method: "POST"}).then(res => {
+    if (!res.ok) { setStatus("more like this: " + (res.body.error || res.status), true); return; }
+    refresh().then(() => { render(); setStatus(res.body.added.length + " stored images like #" + id + " added below"); });
+  });
+}
 function render() {
   const main = document.getElementById("main");
   main.replaceChildren();
@@ -136,6 +148,15 @@ function render() {
     const grid = el("div", "grid");
     state.sections[key].forEach(id => { grid.appendChild(card(state.items[id], key === "picks" ? "pick" : key.replace(/s$/, ""), rank++)); order.push(id); });
     if (!state.sections[key].length) sec.appendChild(el("p", "empty", "none"));
+    sec.appendChild(grid); main.appendChild(sec);
+  });
+  Object.keys(state.more || {}).forEach(origin => {
+    const sec = el("section", "more"); sec.id = "more-" + origin;
+    const ids = state.more[origin];
+    const h = el("h2", null, "More like " + state.items[origin].name + " "); h.appendChild(el("small", null, ids.length + " · unlabelled stored images, most similar first")); sec.appendChild(h);
+    const grid = el("div", "grid");
+    ids.forEach(id => { grid.appendChild(card(state.items[id], "more", rank++)); order.push(id); });
+    if (!ids.length) sec.appendChild(el("p", "empty", "no unlabelled stored image is left to show"));
     sec.appendChild(grid); main.appendChild(sec);
   });
   order.forEach(markVerdict);

@@ -37,6 +37,7 @@ THUMB_PX = 320
 # long (200,000 verdicts: a second to read), so it is read again only when the store's manifest
 # changed or this many seconds passed; this round's own verdicts are noted at once.
 VERDICT_REFRESH_S = 10.0
+MORE_LIKE = 8  # stored images one "more like this" opens
 THUMB_CACHE = 512  # thumbnails kept (about 20 KB each): the page refetches every image after a retrain
 
 
@@ -106,6 +107,8 @@ class ReviewRound:
         self.items = [{"id": i, "path": str(it["path"]), "sha256": str(it["sha256"]), "seen_before": it.get("seen_before")}
                       for i, it in enumerate(items)]
         self.keep_seen = bool(keep_seen)
+        self.batch_size = len(self.items)  # items past it are stored images opened by "more like this"
+        self.more: dict[int, list[int]] = {}  # item id -> the ids "more like this" added for it
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
         self._latest: tuple[object, float, dict] | None = None  # (store generation, when read, sha256 -> Verdict)
@@ -161,16 +164,23 @@ class ReviewRound:
         bundle = self.model.bundle
         scores = bundle.score(self._model_features) if len(self.items) else np.zeros(0)
         rule = {k: self.selection.get(k) for k in ("threshold", "top_k", "top_fraction")}
+        # Picks, groups, suggestions and the band come from the scored batch only; stored images that
+        # "more like this" opened are scored too, each its own card in its own section.
+        n = self.batch_size
+        batch = self.items[:n]
         # An image that repeats an earlier judged one (score's history) is shown, marked, but not picked.
-        seen = None if self.keep_seen else np.array([it.get("seen_before") is not None for it in self.items], bool)
-        chosen, groups, how = choose(scores, bundle.threshold, **rule, dedupe=self.dedupe, features=self._features,
-                                     hash_of=lambda i: perceptual_hash(self.items[i]["path"]), exclude=seen)
+        seen = None if self.keep_seen else np.array([it.get("seen_before") is not None for it in batch], bool)
+        chosen, groups, how = choose(scores[:n], bundle.threshold, **rule, dedupe=self.dedupe, features=self._features[:n],
+                                     hash_of=lambda i: perceptual_hash(batch[i]["path"]), exclude=seen)
         if groups is None:
-            groups = np.arange(1, len(scores) + 1)  # every image its own card
+            groups = np.arange(1, n + 1)  # every image its own card
+        extra = len(scores) - n
+        chosen = np.r_[chosen, np.zeros(extra, bool)]
+        groups = np.r_[groups, (groups.max(initial=0) + 1 + np.arange(extra)).astype(groups.dtype)]
         # Suggestions are placed against the threshold in force (the model's own under a top-k rule).
         threshold = float(rule["threshold"] if rule["threshold"] is not None else bundle.threshold)
         sizes = group_sizes(groups) if len(groups) else groups
-        order = np.argsort(-scores, kind="stable")
+        order = np.argsort(-scores[:n], kind="stable")
         leaders, seen = [], set()
         for i in order:
             if groups[i] not in seen:
@@ -284,7 +294,8 @@ class ReviewRound:
             items = []
             for it in self.items:
                 v = latest.get(it["sha256"])
-                row = {k: it[k] for k in ("id", "score", "selected", "group", "group_size", "seen_before") if k in it}
+                row = {k: it[k] for k in ("id", "score", "selected", "group", "group_size", "seen_before", "like",
+                                          "similarity") if k in it}
                 row["name"] = os.path.basename(it["path"]) or it["path"]
                 row["nearest"] = it.get("nearest")
                 if v is not None:
@@ -297,6 +308,7 @@ class ReviewRound:
             rejected = sum(v.label == self.negative_label for v in pick_verdicts)
             return {
                 "items": items, "sections": self.sections, "members": {str(k): v for k, v in self.members.items()},
+                "more": {str(k): v for k, v in self.more.items()},
                 "labels": {"positive": self.positive_label, "negative": self.negative_label},
                 "model": {"file": self.model.path.name, "version": self.model.version, "since": self.model.since,
                           "method": self.model.bundle.method, "asked": self.method,
@@ -312,6 +324,41 @@ class ReviewRound:
             if it["sha256"] == sha:
                 return it["id"]
         return None
+
+    # ------------------------------------------------------------------ more like this
+    def more_like(self, item_id: int, k: int = MORE_LIKE) -> list[int]:
+        """Open the ``k`` unlabelled stored images most like item ``item_id`` as cards of this round; their ids.
+
+        Found by :func:`~stylesift.featurizer.search.similar` (cosine of pooled features, the index
+        beside the store; never the image itself); images already in the round are not added again.
+        Verdicts on them are given and saved like any other.
+        """
+        from stylesift.classifiers.feature_sets import bundle_set, load_features
+        from stylesift.featurizer.search import similar
+
+        if type(item_id) is not int or not 0 <= item_id < len(self.items):
+            raise ReviewError(f"no image {item_id!r} in this round (ids 0..{len(self.items) - 1})", 404)
+        with self._lock:
+            if item_id in self.more:
+                return list(self.more[item_id])
+            known = {it["sha256"] for it in self.items}
+        (query,) = similar(self.store, [self.items[item_id]["sha256"]], k + len(known), unlabelled=True)
+        found = [r for r in query.results if r["sha256"] not in known][:k]
+        st = self._open()
+        rows = st.rows_of([r["sha256"] for r in found]) if found else np.zeros(0, np.int64)
+        with self._lock:
+            ids = []
+            if len(rows):
+                self._features = np.vstack([self._features, st.features(rows)])
+                self._model_features = np.vstack([self._model_features,
+                                                  load_features(st, rows, bundle_set(self.model.bundle.summary))])
+                for r in found:
+                    ids.append(len(self.items))
+                    self.items.append({"id": ids[-1], "path": r["path"], "sha256": r["sha256"], "seen_before": None,
+                                       "like": item_id, "similarity": round(r["similarity"], 4)})
+            self.more[item_id] = ids
+        self._rescore(st)
+        return ids
 
     # ------------------------------------------------------------------ retraining
     def retrain(self) -> bool:

@@ -86,6 +86,14 @@ def create_app(rnd: ReviewRound):
         except ReviewError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
+    @app.post("/api/more/{item_id}")
+    def more_like(item_id: int):
+        # A plain def: FastAPI runs it on its thread pool (the search reads the store).
+        try:
+            return {"id": item_id, "added": rnd.more_like(item_id)}
+        except ReviewError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
     @app.post("/api/retrain")
     def retrain():
         return {"started": rnd.retrain(), "retraining": rnd.retraining}

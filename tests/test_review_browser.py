@@ -160,3 +160,25 @@ def test_a_card_says_seen_before_with_its_label_as_text(tmp_path, browser):
         assert page.locator(f'#picks .card[data-id="{pick}"]').count() == 0  # shown, but not among the picks
         assert page.title() != "owned"
         page.close()
+
+
+def test_more_like_this_adds_a_section_of_stored_images(tmp_path, browser):
+    import numpy as np
+
+    rnd, store, _, _ = build_round(tmp_path)
+    pick = rnd.sections["picks"][0]
+    st = FeatureStore(store)
+    near = st.features([st.row_of(rnd.items[pick]["sha256"])])[0]
+    with FeatureStore(store, "a") as w:
+        feed = np.abs(near + np.random.default_rng(5).normal(0, 0.2, (5, near.size)))
+        w.add([f"{i:064x}" for i in range(5)], feed.astype(np.float32), [[f"/feed/{i}.jpg"] for i in range(5)])
+    with running(rnd) as base:
+        page = browser.new_page()
+        page.goto(f"{base}/?token={rnd.token}")
+        page.wait_for_selector(f'#picks .card[data-id="{pick}"]')
+        page.locator(f'#picks .card[data-id="{pick}"] button.more').click()
+        section = page.locator(f"#more-{pick}")
+        sync_api.expect(section.locator("h2")).to_contain_text("More like")
+        assert len(rnd.more[pick]) >= 5
+        sync_api.expect(section.locator(".card")).to_have_count(len(rnd.more[pick]))
+        page.close()

@@ -113,3 +113,37 @@ def test_an_image_seen_before_is_marked_and_not_picked_unless_kept(tmp_path):
     assert state["items"][rnd.sections["picks"][1]]["seen_before"] is None
     kept, *_ = build_round(tmp_path / "kept", seen={best: mark}, keep_seen=True)
     assert best in kept.state()["sections"]["picks"]
+
+
+def test_more_like_this_opens_unlabelled_stored_images_to_judge(tmp_path):
+    import numpy as np
+
+    rnd, store, *_ = build_round(tmp_path)
+    pick = rnd.sections["picks"][0]
+    st = FeatureStore(store)
+    near = st.features([st.row_of(rnd.items[pick]["sha256"])])[0]
+    rng = np.random.default_rng(5)
+    with FeatureStore(store, "a") as w:  # yesterday's feed, unlabelled, some of it like the pick
+        feed = np.abs(near + rng.normal(0, 0.3, (30, near.size)) * np.linspace(0.1, 3, 30)[:, None])
+        w.add([f"{i:064x}" for i in range(30)], feed.astype(np.float32), [[f"/feed/{i}.jpg"] for i in range(30)])
+    with running(rnd) as base:
+        status, answer = call(f"{base}/api/more/{pick}", data={}, token=rnd.token)
+        assert status == 200 and answer["added"], answer
+        added = answer["added"]
+        assert call(f"{base}/api/more/{pick}", data={}, token=rnd.token)[1]["added"] == added  # asked twice: same cards
+        state = call(f"{base}/api/state", token=rnd.token)[1]
+        assert state["more"] == {str(pick): added}
+        st = FeatureStore(store)
+        batch = {it["sha256"] for it in rnd.items[:rnd.batch_size]}
+        for i in added:
+            item = rnd.items[i]
+            assert item["sha256"] not in batch and st.labels[st.row_of(item["sha256"])] == ""
+            assert state["items"][i]["like"] == pick and not state["items"][i]["selected"]
+        assert all(i not in sum(state["sections"].values(), []) for i in added)  # not among the batch's sections
+        sims = [state["items"][i]["similarity"] for i in added]
+        assert sims == sorted(sims, reverse=True)
+        status, saved = call(f"{base}/api/verdict", data={"id": added[0], "verdict": "negative"}, token=rnd.token)
+        assert status == 200 and saved["saved"]
+        assert call(f"{base}/api/more/999", data={}, token=rnd.token)[0] == 404
+    assert FeatureStore(store).verdicts()[-1].sha256 == rnd.items[added[0]]["sha256"]
+    assert np.isfinite([it["score"] for it in rnd.items]).all()
