@@ -1,7 +1,8 @@
 """Which stored features a classifier learns from: one feature set, or a concatenation of several.
 
 A store row may hold several named feature sets computed in the same forward pass (``pooled``: the
-2048-d last stage; ``style``: statistics of early stages, see :mod:`stylesift.featurizer.backbones.style`).
+2048-d last stage; ``style``: statistics of early stages, see :mod:`stylesift.featurizer.backbones.style`;
+``detail``: early-stage statistics on native-resolution tiles, see :mod:`stylesift.featurizer.backbones.detail`).
 A classifier takes exactly one *set name*: a stored set, or stored sets joined by ``+``
 (``pooled+style``), whose vectors are concatenated in that order. A bundle records the name and the
 fingerprints of its parts in its summary; scoring reads the same parts again.
@@ -15,7 +16,7 @@ from stylesift.errors import StylesiftError
 from stylesift.featurizer.space import differences, same_space
 
 DEFAULT_SET = "pooled"
-KNOWN_PARTS = ("pooled", "style")
+KNOWN_PARTS = ("pooled", "style", "detail")
 
 
 class FeatureSetError(StylesiftError, ValueError):

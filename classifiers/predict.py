@@ -89,9 +89,10 @@ class Predictor:
     Parameters
     ----------
     bundle : Bundle
-    store : path
+    store : path or None
         Feature store new images are featurized into (created if missing); it must hold the
-        bundle's feature space.
+        bundle's feature space. None for a predictor whose features come from elsewhere (the
+        scoring service without ``--store``): it cannot :meth:`score` files.
     featurizer : featurizer.extract.Featurizer, optional
         Built from ``weights`` when not given; its fingerprint must be the bundle's.
     weights : path, optional
@@ -107,7 +108,7 @@ class Predictor:
         from stylesift.featurizer.extract import Featurizer
 
         self.bundle = bundle
-        self.store = Path(store)
+        self.store = None if store is None else Path(store)
         if featurizer is None:
             precision_of(bundle.fingerprint)
             featurizer = Featurizer.for_fingerprint(bundle.fingerprint, weights, runtime=runtime, backbone_file=backbone_file,
@@ -137,8 +138,8 @@ class Predictor:
                                                     backbone_file=backbone_file,
                                                     feature_sets=stored_parts([bundle_set(header.get("summary"))]))
         check_fingerprint(header, featurizer.fingerprint, model)
-        store = Path(store)
-        if store.exists():
+        store = None if store is None else Path(store)
+        if store is not None and store.exists():
             fp = FeatureStore(store).fingerprint
             if fp is not None:
                 try:
@@ -169,6 +170,8 @@ class Predictor:
         from stylesift.featurizer.images import perceptual_hash
         from stylesift.featurizer.store import FeatureStore
 
+        if self.store is None:
+            raise BundleError("this predictor has no feature store to featurize files into; load it with a store path")
         report = self.featurizer.extract(paths, self.store, progress=progress)
         st = FeatureStore(self.store)
         check_fingerprint(self.bundle.header(b""), st.fingerprint or self.featurizer.fingerprint, self.store)
@@ -181,26 +184,62 @@ class Predictor:
         # The bundle's feature set (pooled, style, pooled+style); rows lacking it name the command that adds it.
         name = bundle_set(self.bundle.summary)
         check_set(self.bundle.summary, store_fingerprints(st), self.store)
-        scores = self.bundle.score(X if name == DEFAULT_SET else load_features(st, rows, name)) if len(rows) else np.zeros(0)
+        X_set = (X if name == DEFAULT_SET else load_features(st, rows, name)) if len(rows) else None
         features = X if len(rows) else np.zeros((0, 0), np.float32)
         paths = [p for p, _ in items]
-        seen = (seen_before(st, [sha for _, sha in items], features, threshold=history_threshold)
-                if history and len(rows) else [None] * len(items))
-        exclude = None if keep_seen else np.array([s is not None for s in seen], bool)
-        chosen, groups, selection = choose(scores, self.bundle.threshold, threshold=threshold, top_k=top_k,
-                                           top_fraction=top_fraction, dedupe=dedupe, features=features,
-                                           hash_of=lambda i: perceptual_hash(paths[i]), exclude=exclude)
-        if history:
-            selection = {**selection, "history": {"threshold": float(history_threshold), "keep_seen": bool(keep_seen),
-                                                  "seen": int(sum(s is not None for s in seen))}}
+        rows_out, selection = score_rows(self.bundle, paths, [sha for _, sha in items], features, X_set,
+                                         store=st, threshold=threshold, top_k=top_k, top_fraction=top_fraction,
+                                         dedupe=dedupe, history=history, history_threshold=history_threshold,
+                                         keep_seen=keep_seen, hash_of=lambda i: perceptual_hash(paths[i]))
         result = ScoreResult(selection=selection, interrupted=report.interrupted, skipped=list(getattr(report, "skipped", [])),
                              failed=[{"path": f["path"], "error": f["error"]} for f in report.failed] + vanished)
-        result.rows = [{"path": p, "sha256": sha, "score": float(s), "selected": bool(c)}
-                       for (p, sha), s, c in zip(items, scores, chosen)]
-        if history:
-            for row, s in zip(result.rows, seen):
-                row["seen_before"] = s
-        if groups is not None:
-            for row, g, size in zip(result.rows, groups, group_sizes(groups)):
-                row["group"], row["group_size"] = int(g), int(size)
+        result.rows = rows_out
         return result
+
+
+def score_rows(bundle: Bundle, paths: list, sha256s: list[str], pooled: np.ndarray, X: np.ndarray | None, *,
+               store=None, threshold: float | None = None, top_k: int | None = None, top_fraction: float | None = None,
+               dedupe: float | None = None, history: bool = True, history_threshold: float = HISTORY_THRESHOLD,
+               keep_seen: bool = False, hash_of: Callable[[int], int | None] | None = None) -> tuple[list[dict], dict]:
+    """The rows of one scoring run from its features: the one place where ``score`` and ``serve`` build them.
+
+    Parameters
+    ----------
+    bundle : Bundle
+    paths : list
+        What each row is called (``score``: the file's path; the scoring service: the upload's name), ``(n,)``.
+    sha256s : list of str
+        The contents, ``(n,)``.
+    pooled : ndarray of shape (n, d_pooled)
+        Pooled features: near-duplicate groups and history compare them.
+    X : ndarray of shape (n, d_set), optional
+        Features of the bundle's feature set (None when ``n`` is 0).
+    store : FeatureStore, optional
+        Open store whose verdicts the history looks up; without one every ``seen_before`` is None.
+    hash_of : callable, optional
+        Row index → perceptual hash, for near-duplicate groups (see :func:`~stylesift.classifiers.grouping.choose`).
+
+    The other parameters are :meth:`Predictor.score`'s. Returns the rows (``path``, ``sha256``,
+    ``score``, ``selected``; ``seen_before`` with ``history``; ``group``, ``group_size`` with ``dedupe``)
+    and the selection rule.
+    """
+    n = len(sha256s)
+    scores = bundle.score(X) if n else np.zeros(0)
+    seen = (seen_before(store, list(sha256s), pooled, threshold=history_threshold)
+            if history and n and store is not None else [None] * n)
+    exclude = None if keep_seen else np.array([s is not None for s in seen], bool)
+    chosen, groups, selection = choose(scores, bundle.threshold, threshold=threshold, top_k=top_k,
+                                       top_fraction=top_fraction, dedupe=dedupe, features=pooled,
+                                       hash_of=hash_of, exclude=exclude)
+    if history:
+        selection = {**selection, "history": {"threshold": float(history_threshold), "keep_seen": bool(keep_seen),
+                                              "seen": int(sum(s is not None for s in seen))}}
+    rows = [{"path": p, "sha256": sha, "score": float(s), "selected": bool(c)}
+            for p, sha, s, c in zip(paths, sha256s, scores, chosen)]
+    if history:
+        for row, s in zip(rows, seen):
+            row["seen_before"] = s
+    if groups is not None:
+        for row, g, size in zip(rows, groups, group_sizes(groups)):
+            row["group"], row["group_size"] = int(g), int(size)
+    return rows, selection

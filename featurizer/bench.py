@@ -101,6 +101,13 @@ def rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def sample_files(paths: Iterable[str | os.PathLike], limit: int | None) -> list[Path]:
     """Image files under ``paths``; at most ``limit``, spread evenly over the sorted list."""
     files = list_images(paths)
@@ -215,7 +222,7 @@ def bench_configs(precisions: Sequence[str], runtimes_: Sequence[str]) -> list[t
 
 def run_bench(files: Sequence[Path], *, precisions: Sequence[str] = ("float32",), runtimes: Sequence[str] = ("auto",),
               batch_size: int = 32, workers: int | None = None, naive: bool = True, weights=None, repeat: int = 1,
-              log: Callable[[str], None] = lambda message: None) -> dict:
+              feature_sets: Sequence[str] = ("pooled",), log: Callable[[str], None] = lambda message: None) -> dict:
     """Time every stage on ``files`` and return ``{"machine", "stages", "ratios", "agreement"}``.
 
     Each valid ``(precision, runtime)`` pair (see :func:`bench_configs`; ``auto`` resolved to the
@@ -236,6 +243,17 @@ def run_bench(files: Sequence[Path], *, precisions: Sequence[str] = ("float32",)
         fz.backbone(np.zeros((batch_size, fz.input_size, fz.input_size, 3), np.uint8))  # build and warm up
         name = f"{p} {fz.runtime_used}"
         featurizers.setdefault(name, fz)
+    variants: dict[str, tuple[str, Featurizer]] = {}  # extract-only runs of the other feature sets
+    for spec in list(feature_sets)[1:]:
+        sets = tuple(dict.fromkeys(["pooled", *(x.strip() for x in spec.split(",") if x.strip())]))
+        for name, fz in featurizers.items():
+            other = Featurizer(weights, batch_size=batch_size, workers=workers, precision=fz.precision,
+                               runtime=fz.runtime_used, feature_sets=sets)
+            log(f"building the {name} network for {','.join(sets)}")
+            other.backbone  # noqa: B018 - built and cached before timing
+            if other.wants_detail:
+                other.detail_net  # noqa: B018
+            variants[f"{name} {','.join(sets)}"] = (name, other)
     if not featurizers:
         raise ValueError(f"bench: no runtime of {', '.join(runtimes)} computes {', '.join(precisions)}")
     workers = next(iter(featurizers.values())).workers
@@ -268,6 +286,9 @@ def run_bench(files: Sequence[Path], *, precisions: Sequence[str] = ("float32",)
             for i, (name, fz) in enumerate(featurizers.items()):
                 log(f"round {round_ + 1}: extract[{name}] into a fresh store")
                 keep(time_extract(fz, files, Path(tmp) / f"{i}.h5", name=f"extract[{name}]"))
+            for i, (name, (_, fz)) in enumerate(variants.items()):
+                log(f"round {round_ + 1}: extract[{name}] into a fresh store")
+                keep(time_extract(fz, files, Path(tmp) / f"v{i}.h5", name=f"extract[{name}]"))
         if naive_model is not None:
             log(f"round {round_ + 1}: naive loop")
             keep(time_naive(naive_model, files, batch_size=batch_size))
@@ -285,6 +306,9 @@ def run_bench(files: Sequence[Path], *, precisions: Sequence[str] = ("float32",)
         if p != base:
             ratios[f"extract[{p}] / extract[{base}]"] = rate[f"extract[{p}]"] / rate[f"extract[{base}]"]
             ratios[f"backbone[{p}] / backbone[{base}]"] = rate[f"backbone[{p}]"] / rate[f"backbone[{base}]"]
+    for name, (parent, _) in variants.items():
+        ratios[f"extract[{name}] / extract[{parent}]"] = rate[f"extract[{name}]"] / rate[f"extract[{parent}]"]
+    machine["peak_rss_mib"] = round(peak_rss_mib(), 1)
     agree = {f"{p} vs {base}": agreement(features[base], features[p]) for p in names if p != base}
     return {"machine": machine, "files": len(files), "batch_size": batch_size, "workers": workers, "repeat": repeat,
             "backbones": {name: {"precision": fz.precision, "runtime": fz.runtime_used} for name, fz in featurizers.items()},

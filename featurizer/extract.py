@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from stylesift.featurizer import tiles as tiling
 from stylesift.featurizer.backbones import runtimes
 from stylesift.featurizer.images import IMAGE_EXTENSIONS, ImageError, load_image, read_image_bytes
 from stylesift.featurizer.ledger import ExtractReport, Ledger, Outcome, PreparedFile
@@ -85,7 +86,9 @@ class Featurizer:
         machine among the runtimes proven to give that space's features. ``int8`` on ``onnxruntime``
         is the first int8 recipe, which stores and bundles made before keep.
     feature_sets : tuple of str
-        The sets each forward pass computes and the store receives (``pooled``, ``style``).
+        The sets each forward pass computes and the store receives (``pooled``, ``style``, ``detail``;
+        ``detail`` is computed from native-resolution tiles by its own network, see
+        :mod:`stylesift.featurizer.backbones.detail`).
     space : str, optional
         A space name from :func:`stylesift.featurizer.backbones.runtimes.space_of_fingerprint` (overrides ``precision``).
     backbone_file : path, optional
@@ -102,13 +105,14 @@ class Featurizer:
         self.batch_size = int(batch_size)
         self.workers = int(workers or os.cpu_count() or 1)
         self.backbone_file = Path(backbone_file) if backbone_file else None
-        self._backbone = None
+        self._backbone = self._detail = None
         if self.backbone_file is not None:
             from stylesift.featurizer.backbones.byo import BackboneFileError, resolve_fingerprint
 
             if tuple(feature_sets) != ("pooled",) or runtime not in ("auto", "openvino") or precision != "float32":
                 raise BackboneFileError(f"{self.backbone_file}: a bring-your-own backbone runs float32 on OpenVINO and "
-                                        "gives one feature set; leave --precision, --runtime and --features at their defaults")
+                                        "gives one feature set (pooled); leave --precision, --runtime and --features at "
+                                        "their defaults")
             self.weights, self.space, self.precision, self.runtime = None, "byo", "float32", "openvino"
             self.fingerprint = resolve_fingerprint(self.backbone_file, recorded)
             self.fingerprints, self.feature_sets = {"pooled": self.fingerprint}, ("pooled",)
@@ -123,6 +127,33 @@ class Featurizer:
         self.fingerprints = runtimes.fingerprints(self.weights, self.space, self.feature_sets, input_size=input_size)
         self.fingerprint = runtimes.pooled_fingerprint(self.weights, self.space, input_size=input_size)
         runtimes.require_runtime(self.space, runtime)  # fail before any file is read, not at the first batch
+        self._check_detail()
+
+    @property
+    def network_sets(self) -> tuple[str, ...]:
+        """The sets the whole-image network computes (every set but ``detail``; ``pooled`` always)."""
+        return tuple(s for s in self.feature_sets if s != "detail") or ("pooled",)
+
+    @property
+    def wants_detail(self) -> bool:
+        return "detail" in self.feature_sets
+
+    def _check_detail(self) -> None:
+        if self.wants_detail and self.space == runtimes.LEGACY_INT8:
+            raise runtimes.RuntimeUnavailable("the first int8 recipe (--runtime onnxruntime) does not compute the "
+                                              "detail set; use --runtime openvino or auto for int8 detail features")
+
+    @property
+    def detail_net(self):
+        """The ``detail`` network (built on first use), on the runtime and precision of this space."""
+        if self._detail is None:
+            from stylesift.featurizer.backbones.detail_net import DetailNet
+
+            runtime = self.runtime
+            if runtime == "auto":
+                runtime = "openvino" if self.precision == "int8" or runtimes.installed("openvino") else "keras"
+            self._detail = DetailNet(self.weights, self.precision, runtime, self.fingerprint)
+        return self._detail
 
     @classmethod
     def for_fingerprint(cls, fingerprint: dict | None, weights=None, *, runtime: str = "auto",
@@ -150,7 +181,7 @@ class Featurizer:
 
             self._backbone = ByoBackbone(self.backbone_file, self.fingerprint)
         if self._backbone is None:
-            self._backbone = runtimes.make_backbone(self.weights, runtime=self.runtime, feature_sets=self.feature_sets,
+            self._backbone = runtimes.make_backbone(self.weights, runtime=self.runtime, feature_sets=self.network_sets,
                                                     input_size=self.input_size, space=self.space)
         return self._backbone
 
@@ -163,9 +194,25 @@ class Featurizer:
         """uint8 RGB ``(n, size, size, 3)`` → float32 ``(n, 2048)`` (the pooled set)."""
         return self.backbone(images)
 
-    def featurize_sets(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Every feature set of a batch in one forward pass: ``{set: float32 (n, d)}``."""
-        return self.backbone.run(images)
+    def featurize_sets(self, images: np.ndarray, tiles: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Every feature set of a batch: ``{set: float32 (n, d)}``.
+
+        ``images``: uint8 ``(n, size, size, 3)``, the whole pictures resized (one forward pass gives every
+        set but ``detail``); ``tiles``: uint8 ``(n, TILES, TILE, TILE, 3)`` from
+        :func:`stylesift.featurizer.tiles.load_tiles`, needed when the sets include ``detail``.
+        """
+        out = self.backbone.run(images)
+        if self.wants_detail:
+            if tiles is None:
+                raise ValueError("the detail set needs the images' tiles (stylesift.featurizer.tiles.load_tiles)")
+            out["detail"] = self.detail_net(tiles)
+        return out
+
+    def _batch_sets(self, items: list[PreparedFile]) -> dict[str, np.ndarray] | np.ndarray:
+        images = np.stack([it.image for it in items])
+        if self.feature_sets == ("pooled",):
+            return self.featurize(images)
+        return self.featurize_sets(images, np.stack([it.tiles for it in items]) if self.wants_detail else None)
 
     def extract(self, paths: Iterable[str | os.PathLike], store: str | os.PathLike, *, label: str | None = None,
                 progress: Callable[[int, int], None] | None = None, lock_timeout: float = -1) -> ExtractReport:
@@ -195,7 +242,10 @@ class Featurizer:
                 # Only the sets a row lacks are added (the store skips rows that hold a set already).
                 if not refill:
                     return
-                feats = self.featurize_sets(np.stack([it.image for it in refill]))
+                if self._lacking_sets == {"detail"}:  # a detail backfill needs no whole-image network
+                    feats = {"detail": self.detail_net(np.stack([it.tiles for it in refill]))}
+                else:
+                    feats = self._batch_sets(refill)
                 for name, X in feats.items():
                     ok = np.isfinite(X).all(axis=1)
                     if name != "pooled" and ok.any():
@@ -207,8 +257,7 @@ class Featurizer:
             def flush_batch():
                 if not batch:
                     return
-                images = np.stack([it.image for it in batch])
-                feats = self.featurize(images) if self.feature_sets == ("pooled",) else self.featurize_sets(images)
+                feats = self._batch_sets(batch)
                 shas, feats, bad = split_finite([it.sha256 for it in batch], feats)
                 for sha in bad:  # refused by the store: reported with the file, the run goes on
                     ledger.failed(sha, f"{ledger.paths_of(sha)[0]}: {NONFINITE}")
@@ -259,13 +308,17 @@ class Featurizer:
             self.fingerprints = runtimes.fingerprints(self.weights, self.space, self.feature_sets, input_size=self.input_size)
             self.fingerprint = self.fingerprints.get("pooled", fp)
             runtimes.require_runtime(self.space, "auto")
+            self._check_detail()
 
     def _rows_lacking_sets(self, st: FeatureStore) -> set[int]:
         """Rows of ``st`` that lack one of this featurizer's sets besides ``pooled``: decoded again if met."""
         out: set[int] = set()
+        self._lacking_sets = set()
         for name in self.feature_sets:
             if name != "pooled" and len(st):
-                out.update(np.flatnonzero(~st.has_features(name)).tolist())
+                rows = np.flatnonzero(~st.has_features(name)).tolist()
+                out.update(rows)
+                self._lacking_sets.update([name] if rows else [])
         return out
 
     def _prepared(self, files: list[Path], st: FeatureStore, skip, lacking: set[int] = frozenset()) -> Iterator[PreparedFile]:
@@ -284,7 +337,7 @@ class Featurizer:
     def _prepare(self, path: Path, known: Callable[[str], int | None], skip) -> PreparedFile:
         if skip(path):
             return PreparedFile(path, error="unchanged")
-        return prepare_file(path, self.input_size, known)
+        return prepare_file(path, self.input_size, known, detail=self.wants_detail)
 
 
 def ordered_map(fn: Callable, items: Iterable, *, threads: int, window: int, name: str = "stylesift") -> Iterator:
@@ -307,8 +360,10 @@ def ordered_map(fn: Callable, items: Iterable, *, threads: int, window: int, nam
 
 
 def prepare_file(path: Path, input_size: int = INPUT_SIZE,
-                 known: Callable[[str], object | None] = lambda sha: None) -> PreparedFile:
+                 known: Callable[[str], object | None] = lambda sha: None, *, detail: bool = False) -> PreparedFile:
     """Read ``path``, hash its bytes and, unless ``known(sha256)`` is not None, decode it.
+
+    With ``detail`` the ``detail`` set's native-resolution tiles are decoded too (``.tiles``).
 
     Never raises for a bad file: the failure reason (naming the file) is in ``.error``.
     """
@@ -330,7 +385,10 @@ def prepare_file(path: Path, input_size: int = INPUT_SIZE,
         try:
             # Decode the very bytes that were hashed, so a file changing meanwhile cannot mismatch.
             item.image = load_image(io.BytesIO(data), input_size, name=path)
+            if detail:
+                item.tiles = tiling.load_tiles(data, path)
         except ImageError as exc:
+            item.image = item.tiles = None
             item.error = str(exc)
     return item
 

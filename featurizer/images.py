@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from stylesift.errors import StylesiftError
+from stylesift.featurizer.previews import centred_crop, fitted
 
 # Extensions taken when walking a folder; a file named explicitly is always tried.
 IMAGE_EXTENSIONS = frozenset(
@@ -117,17 +118,34 @@ def load_preview(source, size: int, *, sha256: str | None = None, name=None,
     more memory than featurizing. With ``sha256`` the file's bytes must still be that content
     (ImageError otherwise): a page shows what was scored, never whatever was put at the path since.
     """
-    if sha256 is not None and not hasattr(source, "read"):
+    source, name = _scored(source, sha256, name)
+    return _decode(source, size, fitted(size), draft=True, name=name, budget=budget)
+
+
+def load_crop(source, size: int = 512, *, sha256: str | None = None, name=None,
+              budget: "DecodeBudget | None" = None) -> Image.Image:
+    """The centre ``size × size`` pixels of the image at ``source`` at native resolution (never resized), as RGB.
+
+    Taken after EXIF orientation; a side shorter than ``size`` is taken whole, so a small image
+    gives all of itself. For people to judge noise, focus and compression at 1:1, so JPEGs are
+    decoded at full scale (no draft mode); otherwise exactly :func:`load_preview`: the same bounded
+    decoder, ``sha256`` check and decode memory budget, the full decode being what is reserved.
+    """
+    source, name = _scored(source, sha256, name)
+    return _decode(source, size, centred_crop(size), draft=False, name=name, budget=budget)
+
+
+def _scored(source, sha256: str | None, name):
+    """``(source, name)`` to decode: with ``sha256``, the file's bytes once they are proven to be that content."""
+    if sha256 is None or hasattr(source, "read"):
+        return source, name
+    try:
         data = read_image_bytes(Path(source))
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise ImageError(source, "changed since it was scored (its content is not the scored one); not shown")
-        name, source = source if name is None else name, io.BytesIO(data)
-
-    def fit(rgb: Image.Image) -> Image.Image:
-        rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
-        return rgb
-
-    return _decode(source, size, fit, draft=True, name=name, budget=budget)
+    except OSError as exc:  # moved or deleted since scoring: the same error family as any unreadable file
+        raise ImageError(source, f"cannot be read: {exc.strerror or exc}") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ImageError(source, "changed since it was scored (its content is not the scored one); not shown")
+    return io.BytesIO(data), source if name is None else name
 
 
 def _decode(source, size: int, finish, *, draft: bool, name, max_pixels: int | None = None,
@@ -531,3 +549,37 @@ def perceptual_hash(path) -> int | None:
         return None
     low = dctn(grey, norm="ortho")[:8, :8].ravel()
     return int(np.packbits(low > np.median(low[1:])).view(">u8")[0])
+
+
+def load_native(source, finish, *, name=None, budget: "DecodeBudget | None" = None):
+    """``finish(uint8 (h, w, 3))`` of the whole oriented picture at full size, inside the bounded decoder.
+
+    For the ``detail`` tiles (:mod:`stylesift.featurizer.tiles`) of formats other than a plain JPEG.
+    """
+    return _decode(source, 256, lambda rgb: finish(np.asarray(rgb, dtype=np.uint8)), draft=False, name=name,
+                   budget=budget)
+
+
+def jpeg_header(data: bytes, name) -> tuple[int, int, int, int] | None:
+    """``(width, height, EXIF orientation, coefficient bytes)`` of a YCbCr JPEG's bytes, or None for anything else.
+
+    Read from the header alone, with the decoder's bounds: a JPEG over the pixel limit raises
+    :class:`ImageError` here, before any pixel is decoded.
+    """
+    try:
+        source = io.BytesIO(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(source, formats=["JPEG"]) as img:
+                if img.format != "JPEG" or img.mode != "RGB":
+                    return None
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(name, f"{width}×{height} pixels is more than the limit of {MAX_PIXELS:,} "
+                                     "(refused unread, as a possible decompression bomb); scale it down first")
+                orientation = img.getexif().get(0x0112, 1) if _rotated(img) else 1
+                return width, height, int(orientation), _jpeg_coefficient_bytes(img, source)
+    except ImageError:
+        raise
+    except Exception:  # noqa: BLE001 - not a JPEG this path takes: the full decoder reports what is wrong
+        return None

@@ -56,6 +56,7 @@ class PreparedFile:
     mtime: float = 0.0
     sha256: str | None = None
     image: np.ndarray | None = None
+    tiles: np.ndarray | None = None  # the ``detail`` set's native-resolution tiles, when asked for
     error: str | None = None
 
 
@@ -111,7 +112,7 @@ class Ledger:
         if item.sha256 in self.pending:
             # Settled with the first file of this content; kept without its pixels, which that file's row
             # already has (10,000 copies of one new image would otherwise all stay decoded until settled).
-            item.image = None
+            item.image = item.tiles = None
             self.pending[item.sha256].append(item)
             return Outcome.DUPLICATE
         self.pending[item.sha256] = [item]

@@ -1,9 +1,11 @@
 """The review page: one HTML document with its script, served by :mod:`stylesift.review.server`.
 
 Keyboard: ← → (or j k) move between cards, A or 1 gives the positive verdict, R or 2 the negative
-one, S or 0 skips, N edits the note of the card. Mouse: the buttons on each card. A card turns
-green or red only when the server has answered that the verdict is saved. File names are put in
-the page as text, never as markup.
+one, S or 0 skips, N edits the note of the card, C shows or hides its 1:1 crop. Mouse: the buttons
+on each card; the "1:1" button or a click on the thumbnail shows the centre of the original at its
+own resolution beside the thumbnail (``/api/crop/ID``, fetched only then), to judge noise and focus.
+A card turns green or red only when the server has answered that the verdict is saved. File names
+are put in the page as text, never as markup.
 """
 
 PAGE = r"""<!doctype html>
@@ -43,6 +45,15 @@ section { padding:4px 20px 12px; } h2 { font-size:16px; margin:12px 0 8px; } h2 
 .saved { font-size:12px; margin-top:4px; min-height:1.2em; } .saved.error { color:var(--neg); }
 details.members { font-size:12px; color:var(--muted); margin-top:4px; } details.members img { width:64px; height:64px; object-fit:cover; display:inline-block; margin:2px; }
 .empty { color:var(--muted); }
+.pair { position:relative; display:flex; gap:8px; align-items:flex-start; }
+.pair .thumb { cursor:zoom-in; }
+.pair .zoom { position:absolute; top:4px; left:4px; padding:0 5px; font-size:11px; opacity:.9; }
+.pair .zoom[aria-pressed="true"] { background:#7aa7ff; color:#fff; }
+.card.with-crop { grid-column:1 / -1; }
+.card.with-crop .pair .thumb, .card.with-crop .pair .noimg { width:300px; flex:none; cursor:zoom-out; }
+.cropbox { overflow:auto; max-width:100%; min-width:0; }
+.card img.crop { width:auto; height:auto; max-width:none; object-fit:none; background:none; image-rendering:pixelated; }
+.nocrop { color:var(--muted); font-size:12px; padding:8px; }
 </style></head>
 <body>
 <header>
@@ -52,7 +63,7 @@ details.members { font-size:12px; color:var(--muted); margin-top:4px; } details.
   <div class="stat"><b id="t-rejected">0</b><span>rejected</span></div>
   <div class="stat"><b id="t-precision">–</b><span>precision of picks</span></div>
   <div><div id="model"></div><button id="retrain" type="button">Retrain now</button> <span id="status"></span></div>
-  <div class="keys"><kbd>←</kbd><kbd>→</kbd> move · <kbd>A</kbd> <span id="k-pos"></span> · <kbd>R</kbd> <span id="k-neg"></span> · <kbd>S</kbd> skip · <kbd>N</kbd> note</div>
+  <div class="keys"><kbd>←</kbd><kbd>→</kbd> move · <kbd>A</kbd> <span id="k-pos"></span> · <kbd>R</kbd> <span id="k-neg"></span> · <kbd>S</kbd> skip · <kbd>N</kbd> note · <kbd>C</kbd> 1:1 crop</div>
 </header>
 <main id="main"><p class="empty">Loading…</p></main>
 <script>
@@ -85,7 +96,12 @@ function imgFor(id) {
 function card(item, kind, rank) {
   const f = el("figure", "card " + kind);
   f.tabIndex = -1; f.dataset.id = item.id;
-  f.appendChild(imgFor(item.id));
+  const pair = el("div", "pair"), thumb = imgFor(item.id);
+  thumb.classList.add("thumb"); thumb.addEventListener("click", () => toggleCrop(item.id));
+  const zoom = el("button", "zoom", "1:1"); zoom.type = "button"; zoom.setAttribute("aria-pressed", "false");
+  zoom.title = "the centre of the original at its own resolution (C)"; zoom.onclick = () => toggleCrop(item.id);
+  pair.append(thumb, zoom);
+  f.appendChild(pair);
   const meta = el("div", "meta");
   meta.appendChild(el("span", "rank", "#" + rank));
   meta.appendChild(el("span", "score", item.score.toFixed(3)));
@@ -117,6 +133,26 @@ function card(item, kind, rank) {
   f.appendChild(el("div", "saved"));
   f.addEventListener("click", ev => { if (ev.target.tagName !== "INPUT") focusCard(order.indexOf(item.id)); });
   return f;
+}
+function toggleCrop(id) {
+  // The crop is fetched the first time it is asked for (a full-resolution decode on the server), then only shown or hidden.
+  const f = document.querySelector('.card[data-id="' + id + '"]');
+  if (!f) return;
+  const open = !f.classList.contains("with-crop");
+  f.classList.toggle("with-crop", open);
+  f.querySelector("button.zoom").setAttribute("aria-pressed", String(open));
+  let box = f.querySelector(".cropbox");
+  if (!box && open) {
+    box = el("div", "cropbox");
+    const img = el("img", "crop");
+    img.alt = "1:1 centre crop of " + state.items[id].name;
+    img.onerror = () => img.replaceWith(el("div", "nocrop", "no 1:1 crop: the file moved or changed since scoring"));
+    img.src = "/api/crop/" + id + "?token=" + encodeURIComponent(token);
+    box.appendChild(img);
+    f.querySelector(".pair").appendChild(box);
+  }
+  if (box) box.hidden = !open;
+  if (open) f.scrollIntoView({block: "nearest"});
 }
 function markVerdict(id) {
   const f = document.querySelector('.card[data-id="' + id + '"]');
@@ -229,6 +265,7 @@ document.addEventListener("keydown", ev => {
   else if (k === "a" || k === "1") give(id, "positive");
   else if (k === "r" || k === "2") give(id, "negative");
   else if (k === "s" || k === "0") give(id, "skip");
+  else if (k === "c") toggleCrop(id);
   else if (k === "n") { const f = document.querySelector('.card[data-id="' + id + '"] .note'); if (f) f.focus(); }
   else return;
   ev.preventDefault();

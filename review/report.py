@@ -4,7 +4,9 @@ Sections, top to bottom: a summary (scored, selected, failed; model method and t
 selected images sorted by score, a band of borderline images just below the cut, and the files that
 could not be read with the reason. Each selected image can show its nearest positive training
 example from the feature store, as evidence of why it was picked. Thumbnails are small JPEGs
-embedded as ``data:`` URIs, so the file has no outside references at all.
+embedded as ``data:`` URIs, so the file has no outside references at all. With ``crop_px`` (the score
+run's sheet asks for :data:`CROP_PX`) each card also holds a 1:1 centre crop of its original, opened by
+a click (``<details>``, no script), so a person can judge noise, focus and compression.
 """
 
 from __future__ import annotations
@@ -15,20 +17,25 @@ import io
 import math
 import os
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from stylesift.atomic import atomic_write
-from stylesift.featurizer.images import load_preview
+from stylesift.featurizer.images import load_crop, load_preview
 
 THUMB_PX = 180  # longest side of a thumbnail, in CSS pixels
 EVIDENCE_PX = 72
 MAX_DUPLICATE_THUMBS = 6  # near-duplicates shown small behind a group's card; the rest are counted
 MAX_SELECTED = 600  # beyond this the page gets too heavy to mail; the CSV has every row
+# A card's 1:1 crop: 256 px shows grain and focus and weighs 20-55 KB (JPEG quality 90, chroma not
+# subsampled so colour noise survives), so a sheet of 600 picks stays within tens of megabytes.
+CROP_PX = 256
+CROP_QUALITY = 90
 
 
 @dataclass
@@ -54,6 +61,7 @@ class ReportSummary:
     bytes: int = 0
     seconds: float = 0.0
     missing_previews: list[str] = field(default_factory=list)
+    crops: int = 0  # cards holding a 1:1 crop
 
 
 def thumbnail_data_uri(path: str | os.PathLike, size: int = THUMB_PX, quality: int = 82,
@@ -65,10 +73,32 @@ def thumbnail_data_uri(path: str | os.PathLike, size: int = THUMB_PX, quality: i
     content. Raises :class:`~stylesift.featurizer.images.ImageError` (a ``ValueError``) when the file
     cannot be shown; callers show a placeholder then, since a file may have been moved since it was scored.
     """
-    rgb = load_preview(path, size, sha256=sha256)
-    buf = io.BytesIO()
-    rgb.save(buf, "JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return _data_uri(_jpeg(load_preview(path, size, sha256=sha256), quality))
+
+
+def crop_jpeg(path: str | os.PathLike, size: int = CROP_PX, *, sha256: str | None = None,
+              quality: int = CROP_QUALITY) -> bytes:
+    """JPEG bytes of the centre ``size × size`` pixels of the image at ``path``, at native resolution.
+
+    Parameters
+    ----------
+    path : path
+        The image file.
+    size : int
+        Side of the crop; a side of the image shorter than that is taken whole.
+    sha256 : str, optional
+        The content that was scored: a file holding anything else raises
+        :class:`~stylesift.featurizer.images.ImageError`.
+    quality : int
+        JPEG quality; chroma is not subsampled, so colour noise is shown as it is.
+
+    Returns
+    -------
+    bytes
+        The JPEG, decoded by :func:`~stylesift.featurizer.images.load_crop` (the bounded decoder
+        and its memory budget).
+    """
+    return _jpeg(load_crop(path, size, sha256=sha256), quality, subsampling=0)
 
 
 def nearest_positives(store, sha256s: Sequence[str], positive_sha256: Sequence[str]) -> dict[str, Evidence]:
@@ -106,7 +136,7 @@ def write_report(out: str | os.PathLike, rows: Iterable[Mapping], *, failures: I
                  method: str = "", threshold: float | None = None, model: str | os.PathLike | None = None,
                  store=None, positive_sha256: Sequence[str] = (), borderline: int = 12,
                  max_selected: int = MAX_SELECTED, title: str = "stylesift picks", workers: int | None = None,
-                 extra: Mapping[str, str] | None = None) -> ReportSummary:
+                 extra: Mapping[str, str] | None = None, crop_px: int = 0) -> ReportSummary:
     """Write the contact sheet to ``out`` and return what it holds.
 
     Parameters
@@ -130,6 +160,13 @@ def write_report(out: str | os.PathLike, rows: Iterable[Mapping], *, failures: I
         At most this many selected images get a thumbnail; the rest are counted in the summary.
     extra : mapping, optional
         More ``name: value`` lines for the summary (e.g. the selection rule).
+    crop_px : int
+        Side of the 1:1 centre crop each card of the selected and borderline sections opens on a
+        click; 0 (the default) for none. A crop weighs several thumbnails, so the sheet gets several
+        times heavier: :func:`write_score_report` asks for :data:`CROP_PX`. A row's file that no
+        longer holds its ``sha256`` gets a "no 1:1 crop" placeholder. Crops are decoded at most
+        ``workers`` at a time, each within the decode memory budget, and written into the file as
+        they come, so no more than a few are held at once.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -162,12 +199,15 @@ def write_report(out: str | os.PathLike, rows: Iterable[Mapping], *, failures: I
     summary = ReportSummary(out, scored=len(scored), selected=len(selected), failed=len(failed),
                             borderline=len(band), shown_selected=len(shown), evidence=len(evidence))
     summary.missing_previews = [p for p in wanted if isinstance(thumbs.get(p), Exception)]
-    page = _page(title=title, summary=summary, method=method, threshold=threshold, model=model,
-                 extra=extra or {}, shown=shown, band=band, failed=failed, thumbs=thumbs, evidence=evidence,
-                 dups=dups)
+    # In card order (the selected, then the borderline band), decoded while the page is written.
+    crops = _in_order(_crop_maker(crop_px), shown + band, workers) if crop_px > 0 else None
+    parts = _page(title=title, summary=summary, method=method, threshold=threshold, model=model,
+                  extra=extra or {}, shown=shown, band=band, failed=failed, thumbs=thumbs, evidence=evidence,
+                  dups=dups, crops=crops)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out, "w", encoding="utf-8") as fh:  # a half-written report never replaces a good one
-        fh.write(page)
+        for part in parts:
+            fh.write(part)
     summary.bytes = out.stat().st_size
     summary.seconds = time.perf_counter() - started
     return summary
@@ -193,6 +233,7 @@ def write_score_report(out: str | os.PathLike, result, bundle, store, *, model: 
             f" ({rule['fraction']:.1%})" if rule.get("rule") == "top_fraction" else "")
     labels = f"{bundle.positive_label} vs {bundle.negative_label}" if bundle.negative_label else f"{bundle.positive_label} only"
     extra = {"selection": how, "trained on": f"{labels} ({len(positives)} positives)", **kwargs.pop("extra", {})}
+    kwargs.setdefault("crop_px", CROP_PX)  # the sheet people judge picks on shows them at 1:1
     return write_report(out, result.rows, failures=result.failed, method=bundle.method, threshold=threshold,
                         model=model, store=st, positive_sha256=positives, extra=extra, **kwargs)
 
@@ -218,8 +259,50 @@ def _thumbnails(wanted: Mapping[str, int], workers: int | None) -> dict[str, str
         except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a placeholder
             return path, exc
 
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(_workers(workers)) as pool:
         return dict(pool.map(one, wanted.items()))
+
+
+def _workers(workers: int | None) -> int:
+    return workers or min(8, os.cpu_count() or 1)
+
+
+def _jpeg(picture, quality: int, **options) -> bytes:
+    buf = io.BytesIO()
+    picture.save(buf, "JPEG", quality=quality, **options)
+    return buf.getvalue()
+
+
+def _data_uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def _crop_maker(size: int) -> Callable[[Mapping], str | Exception]:
+    """``row -> data: URI`` of its 1:1 crop (the exception when the file cannot be shown, as for thumbnails)."""
+    def one(row):
+        try:
+            return _data_uri(crop_jpeg(row["path"], size, sha256=row.get("sha256") or None))
+        except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a placeholder
+            return exc
+
+    return one
+
+
+def _in_order(fn, items: Sequence, workers: int | None) -> Iterator:
+    """``fn(item)`` for each item, in order, computed on ``workers`` threads with at most that many results waiting.
+
+    Unlike ``Executor.map`` (which starts every call at once and keeps every result until it is
+    read) this holds a bounded window, so a sheet of 600 crops never has them all in memory.
+    """
+    size = _workers(workers)
+    with ThreadPoolExecutor(size) as pool:
+        window = deque()
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) > size:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
 
 
 def _e(value) -> str:
@@ -266,7 +349,19 @@ def _dups_html(row, thumbs, dups) -> str:
             f'{"" if len(others) == 1 else "s"} behind this card</summary><div>{pics}{more}</div></details>')
 
 
-def _card(row, rank, thumbs, evidence, kind, dups=None) -> str:
+def _crop_html(crop, path) -> str:
+    """The card's 1:1 control: a ``<details>`` whose image the browser decodes only once it is opened."""
+    if crop is None:
+        return ""
+    if isinstance(crop, Exception):
+        body = f'<div class="nocrop" title="{_e(f"no crop: {crop}")}">no 1:1 crop</div>'
+    else:
+        body = f'<img src="{crop}" alt="{_e("1:1 centre crop of " + _name(path))}" class="crop" loading="lazy">'
+    return (f'<details class="crop"><summary title="the centre of the original at its own resolution">1:1</summary>'
+            f'{body}</details>')
+
+
+def _card(row, rank, thumbs, evidence, kind, dups=None, crop=None) -> str:
     path = str(row["path"])
     ev = evidence.get(row.get("sha256") or "")
     ev_html = ""
@@ -275,13 +370,15 @@ def _card(row, rank, thumbs, evidence, kind, dups=None) -> str:
                    f'{_img(thumbs, ev.path, "nearest training positive " + _name(ev.path or ev.sha256), "ev")}'
                    f'<span>nearest positive<br><b>{_e(_name(ev.path or ev.sha256[:12]))}</b><br>'
                    f'similarity {ev.similarity:.2f}</span></div>')
-    return (f'<figure class="card {kind}">{_img(thumbs, path, _name(path))}'
+    return (f'<figure class="card {kind}">{_img(thumbs, path, _name(path))}{_crop_html(crop, path)}'
             f'<figcaption><span class="rank">#{rank}</span> <span class="score">{float(row["score"]):.3f}</span>'
             f'<span class="name" title="{_e(path)}">{_e(_name(path))}</span></figcaption>{ev_html}'
             f'{_dups_html(row, thumbs, dups or {})}</figure>')
 
 
-def _page(*, title, summary, method, threshold, model, extra, shown, band, failed, thumbs, evidence, dups=None) -> str:
+def _page(*, title, summary, method, threshold, model, extra, shown, band, failed, thumbs, evidence, dups=None,
+          crops: Iterator | None = None) -> Iterator[str]:
+    """The page in pieces, for writing as they come; ``crops`` yields each card's crop in card order (counted in ``summary``)."""
     facts = [("scored", summary.scored), ("selected", summary.selected), ("failed", summary.failed)]
     info = [("method", method or "?"),
             ("threshold", "—" if threshold is None else f"{float(threshold):.4g}"),
@@ -290,28 +387,41 @@ def _page(*, title, summary, method, threshold, model, extra, shown, band, faile
     stat_html = "".join(f'<div class="stat {k}"><b>{v}</b><span>{k}</span></div>' for k, v in facts)
     info_html = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in info)
 
-    parts = [f'<section id="selected"><h2>Selected <small>{summary.selected} image'
-             f'{"" if summary.selected == 1 else "s"}, best first</small></h2>']
+    crops = iter(crops) if crops is not None else None
+
+    def cards(rows, first_rank, shown_evidence, kind):
+        for i, r in enumerate(rows):
+            crop = next(crops) if crops is not None else None
+            summary.crops += isinstance(crop, str)
+            yield _card(r, first_rank + i, thumbs, shown_evidence, kind, dups, crop)
+
+    # The last "{body}" is the template's own: a title or a summary value may hold one too, always earlier.
+    head, _, tail = _TEMPLATE.format(title=_e(title), stats=stat_html, info=info_html).rpartition("{body}")
+    yield head
+    yield (f'<section id="selected"><h2>Selected <small>{summary.selected} image'
+           f'{"" if summary.selected == 1 else "s"}, best first</small></h2>')
     if shown:
-        parts.append('<div class="grid">' + "".join(_card(r, i + 1, thumbs, evidence, "sel", dups) for i, r in enumerate(shown)) + "</div>")
+        yield '<div class="grid">'
+        yield from cards(shown, 1, evidence, "sel")
+        yield "</div>"
     else:
-        parts.append('<p class="empty">Nothing scored above the threshold.</p>')
+        yield '<p class="empty">Nothing scored above the threshold.</p>'
     if summary.selected > len(shown):
-        parts.append(f'<p class="more">… and {summary.selected - len(shown)} more selected images, '
-                     "not shown to keep this page small (see the scores CSV).</p>")
-    parts.append("</section>")
+        yield (f'<p class="more">… and {summary.selected - len(shown)} more selected images, '
+               "not shown to keep this page small (see the scores CSV).</p>")
+    yield "</section>"
     if band:
-        first_rank = summary.selected + 1
-        parts.append('<section id="borderline"><h2>Borderline <small>the best-scoring images just below the cut'
-                     '</small></h2><div class="grid">'
-                     + "".join(_card(r, first_rank + i, thumbs, {}, "near", dups) for i, r in enumerate(band)) + "</div></section>")
+        yield ('<section id="borderline"><h2>Borderline <small>the best-scoring images just below the cut'
+               '</small></h2><div class="grid">')
+        yield from cards(band, summary.selected + 1, {}, "near")
+        yield "</div></section>"
     if failed:
         rows_html = "".join(f'<tr><td title="{_e(f.get("path", ""))}">{_e(_name(f.get("path", "")))}</td>'
                             f'<td>{_e(_reason(f))}</td></tr>' for f in failed)
-        parts.append(f'<section id="failed"><h2>Could not be read <small>{len(failed)} file'
-                     f'{"" if len(failed) == 1 else "s"}</small></h2>'
-                     f"<table><thead><tr><th>file</th><th>reason</th></tr></thead><tbody>{rows_html}</tbody></table></section>")
-    return _TEMPLATE.format(title=_e(title), stats=stat_html, info=info_html, body="".join(parts))
+        yield (f'<section id="failed"><h2>Could not be read <small>{len(failed)} file'
+               f'{"" if len(failed) == 1 else "s"}</small></h2>'
+               f"<table><thead><tr><th>file</th><th>reason</th></tr></thead><tbody>{rows_html}</tbody></table></section>")
+    yield tail
 
 
 def _reason(failure: Mapping) -> str:
@@ -357,7 +467,15 @@ td:first-child {{ white-space:nowrap; }} td:last-child {{ color:var(--bad); }}
 .dups > div {{ display:flex; flex-wrap:wrap; gap:6px; margin-top:6px; }}
 .dup {{ display:flex; flex-direction:column; align-items:center; }}
 .dup img.ev, .dup .noimg.ev {{ width:{ev}px; height:{ev}px; object-fit:cover; border-radius:4px; }}
+details.crop {{ margin-top:4px; font-size:12px; color:var(--muted); }}
+details.crop > summary {{ cursor:pointer; width:max-content; }}
+details.crop img.crop {{ display:block; margin-top:4px; max-width:none; image-rendering:pixelated; border-radius:3px; }}
+/* an opened crop is shown at its own size beside the thumbnail: the card takes the whole row */
+.card:has(> details.crop[open]) {{ grid-column:1 / -1; display:flex; flex-wrap:wrap; align-items:flex-start; column-gap:12px; }}
+.card:has(> details.crop[open]) > img, .card:has(> details.crop[open]) > .noimg {{ width:{thumb}px; }}
+.card:has(> details.crop[open]) > :not(img, .noimg, details.crop) {{ flex-basis:100%; }}
+.card:has(> details.crop[open]) > details.crop {{ margin-top:0; }}
 </style></head>
 <body><header><h1>{title}</h1>{stats}<dl>{info}</dl></header>
-<main>{body}</main></body></html>
+<main>{{body}}</main></body></html>
 """.replace("{thumb}", str(THUMB_PX)).replace("{ev}", str(EVIDENCE_PX))

@@ -8,6 +8,7 @@ thread and keeps the status the review page shows.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,34 @@ def numbered_model_path(model: Path) -> Path:
     while (model.parent / f"{stem}-{n:03d}{suffix}").exists():
         n += 1
     return model.parent / f"{stem}-{n:03d}{suffix}"
+
+
+def numbered_models(model: Path) -> list[tuple[int, Path]]:
+    """The files of ``model``'s numbered series beside it, as ``(number, path)`` in number order.
+
+    The series of ``model.ssmodel`` (or of ``model-002.ssmodel``) is ``model-NNN.ssmodel``, the names
+    :func:`numbered_model_path` gives; the unnumbered ``model.ssmodel`` counts as number 1 when it
+    exists. ``stylesift serve --watch-model`` follows it to the newest.
+    """
+    model = Path(model)
+    stem, suffix = model.stem, model.suffix
+    base, _, num = stem.rpartition("-")
+    if base and num.isdigit() and len(num) == 3:
+        stem = base
+    pattern = re.compile(re.escape(stem) + r"-(\d{3,})" + re.escape(suffix))
+    found = [(1, model.parent / f"{stem}{suffix}")] if (model.parent / f"{stem}{suffix}").is_file() else []
+    try:
+        entries = list(model.parent.iterdir())
+    except OSError:
+        entries = []
+    found += [(int(m.group(1)), e) for e in entries if (m := pattern.fullmatch(e.name)) and e.is_file()]
+    return sorted(found)
+
+
+def series_number(model: Path) -> int:
+    """``model``'s number in its series (:func:`numbered_models`): NNN of ``STEM-NNN.SUFFIX``, else 1."""
+    _, _, num = Path(model).stem.rpartition("-")
+    return int(num) if num.isdigit() and len(num) >= 3 else 1
 
 
 def retrain_method(method: str, label_counts: dict[str, int], negative_label: str) -> str:

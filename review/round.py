@@ -39,6 +39,9 @@ THUMB_PX = 320
 VERDICT_REFRESH_S = 10.0
 MORE_LIKE = 8  # stored images one "more like this" opens
 THUMB_CACHE = 512  # thumbnails kept (about 20 KB each): the page refetches every image after a retrain
+CROP_PX = 512  # side of a card's 1:1 crop on the page: the original's own pixels, asked for by the "1:1" control
+CROP_QUALITY = 92  # finer than the mailed sheet's 90 (served locally): reviewers judge the original's compression, not ours
+CROP_CACHE = 48  # crops kept (100-300 KB each): a reviewer flips between a few cards' crops
 
 
 class ReviewError(StylesiftError, RuntimeError):
@@ -113,6 +116,7 @@ class ReviewRound:
         self._write_lock = threading.Lock()
         self._latest: tuple[object, float, dict] | None = None  # (store generation, when read, sha256 -> Verdict)
         self._thumbs: dict[int, bytes] = {}
+        self._crops: dict[int, bytes] = {}
         self._decoding = threading.BoundedSemaphore(min(4, os.cpu_count() or 1))
         self._retrainer = Retrainer(self._lock)
         self.model = ModelState(Path(model), bundle)
@@ -384,22 +388,41 @@ class ReviewRound:
 
     # ------------------------------------------------------------------ images
     def thumbnail(self, item_id: int) -> bytes:
+        """JPEG bytes of item ``item_id`` fitted into ``THUMB_PX`` (see :meth:`_image`)."""
         from stylesift.review.report import thumbnail_data_uri
 
+        def make(item):
+            uri = thumbnail_data_uri(item["path"], THUMB_PX, sha256=item["sha256"])
+            return base64.b64decode(uri.split(",", 1)[1])
+
+        return self._image(item_id, self._thumbs, THUMB_CACHE, make)
+
+    def crop(self, item_id: int) -> bytes:
+        """JPEG bytes of the centre ``CROP_PX × CROP_PX`` pixels of item ``item_id`` at native resolution (see :meth:`_image`)."""
+        from stylesift.review.report import crop_jpeg
+
+        return self._image(item_id, self._crops, CROP_CACHE,
+                           lambda item: crop_jpeg(item["path"], CROP_PX, sha256=item["sha256"], quality=CROP_QUALITY))
+
+    def _image(self, item_id: int, cache: dict[int, bytes], keep: int, make) -> bytes:
+        """``make(item)`` for item ``item_id``, decoded under the round's decode slots and kept in ``cache`` (at most ``keep``).
+
+        ``make`` must show the scored content or nothing (the ``sha256`` check): the verdict is saved
+        against that content, so a file put at the path since scoring is never shown in its place.
+        """
         with self._lock:
-            cached = self._thumbs.get(item_id)
+            cached = cache.get(item_id)
         if cached is not None:
             return cached
         item = self.items[item_id]
-        # The scored content or nothing: the verdict is saved against this sha256, so a file put at the
-        # path since scoring is not shown in its place. Decoded within the process's decode budget.
-        with self._decoding:  # the server runs up to 40 requests at once; a few decodes are enough
-            uri = thumbnail_data_uri(item["path"], THUMB_PX, sha256=item["sha256"])
-        data = base64.b64decode(uri.split(",", 1)[1])
+        # Thumbnails and crops share the slots: the server runs up to 40 requests at once, a few
+        # decodes are enough, and each is within the process's decode budget besides.
+        with self._decoding:
+            data = make(item)
         with self._lock:
-            if len(self._thumbs) >= THUMB_CACHE:
-                self._thumbs.pop(next(iter(self._thumbs)))
-            self._thumbs[item_id] = data
+            if len(cache) >= keep:
+                cache.pop(next(iter(cache)))
+            cache[item_id] = data
         return data
 
     def check_token(self, token: str | None) -> bool:

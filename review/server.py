@@ -9,7 +9,8 @@ and their state live in :mod:`stylesift.review.round`, retraining in :mod:`style
 What the server guarantees:
 
 - **Only the batch is served.** Images are addressed by their position in the batch
-  (``/img/7``); a request never carries a file path, so nothing outside the scored set can be read.
+  (``/img/7``, and its 1:1 centre crop ``/api/crop/7``); a request never carries a file path, so
+  nothing outside the scored set can be read.
 - **A token guards everything.** The printed URL carries a random token; every request must
   present it (query ``token`` or header ``X-Token``), so another local user, a page on another
   site or a machine on the network (with ``--host``) cannot read images or write verdicts.
@@ -98,14 +99,22 @@ def create_app(rnd: ReviewRound):
     def retrain():
         return {"started": rnd.retrain(), "retraining": rnd.retraining}
 
-    @app.get("/img/{item_id}")
-    def image(item_id: int):
+    def jpeg(item_id: int, make, what: str):
         if not 0 <= item_id < len(rnd.items):
             return JSONResponse({"error": f"no image {item_id} in this round"}, status_code=404)
         try:
-            return Response(rnd.thumbnail(item_id), media_type="image/jpeg")
+            return Response(make(item_id), media_type="image/jpeg")
         except Exception as exc:  # noqa: BLE001 - a file moved or damaged since scoring: the page shows a placeholder
-            return JSONResponse({"error": f"no preview: {type(exc).__name__}"}, status_code=404)
+            return JSONResponse({"error": f"no {what}: {type(exc).__name__}"}, status_code=404)
+
+    # Plain defs: FastAPI runs them on its thread pool, so a decode never holds up the event loop.
+    @app.get("/img/{item_id}")
+    def image(item_id: int):
+        return jpeg(item_id, rnd.thumbnail, "preview")
+
+    @app.get("/api/crop/{item_id}")
+    def crop(item_id: int):
+        return jpeg(item_id, rnd.crop, "1:1 crop")
 
     return app
 

@@ -41,6 +41,9 @@ def bench(
     repeat: Annotated[int, typer.Option(
         "--repeat", min=1, help="Rounds of all stages, interleaved; each stage keeps its fastest (least disturbed) "
         "round.")] = 1,
+    features: Annotated[List[str], typer.Option(
+        "--features", help="Feature sets to time (repeatable, comma-separated each, e.g. --features pooled --features "
+        "pooled,detail): the first in every stage, each other as a whole extract with its ratio to the first.")] = ["pooled"],  # noqa: B006
     soak: Annotated[int, typer.Option(
         "--soak", min=0, help="Instead: extract this many distinct copies of the images into a fresh store and report "
         "resident memory along the way.")] = 0,
@@ -97,7 +100,7 @@ def bench(
                 files = b.make_phone_jpegs(files, Path(tmp), limit, progress=bar)
         with err.status("timing") as status:
             result = b.run_bench(files, precisions=precision, runtimes=runtime, batch_size=batch_size, workers=workers,
-                                 naive=naive, repeat=repeat,
+                                 naive=naive, repeat=repeat, feature_sets=features,
                                  log=lambda message: status.update(f"timing: {message}"))
     result["images"] = [str(p) for p in images]
     result["phone_size"] = phone_size
@@ -117,6 +120,8 @@ def _show(result: dict) -> None:
         typer.echo(f"  {s['name']:<20} {s['images_per_second']:8.2f} images/s  ({s['images']} in {s['seconds']:.1f} s)")
     for name, value in result["ratios"].items():
         typer.echo(f"  {name:<36} {value:6.2f}×")
+    if "peak_rss_mib" in m:
+        typer.echo(f"  peak resident memory of the process: {m['peak_rss_mib']:.0f} MiB")
     for name, a in result["agreement"].items():
         typer.echo(f"  agreement {name}: cosine min {a['cosine_min']:.4f}, mean {a['cosine_mean']:.4f}, "
                    f"{a['below_0_99']} of {a['images']} below 0.99")
@@ -201,3 +206,39 @@ def bench_loop(
         for s, r in zip(t["suggest"], t["random"]):
             cells = [f"{x[part]['accuracy']:.3f} / {x[part]['roc_auc']:.3f}" for x in (s, r) for part in ("rest", "held_out")]
             typer.echo(f"  {s['labels']:>6}  " + "  ".join(f"{c:>15}" for c in cells))
+
+
+def bench_serve(
+    images: Annotated[List[Path], typer.Option("--images", help="Image files and folders (repeatable).")],
+    limit: Annotated[int, typer.Option("--limit", min=2, help="At most this many images, spread over the sorted list.")] = 256,
+    size: Annotated[int, typer.Option("--size", min=32, max=4096, help="Longest side of the JPEG copies sent.")] = 384,
+    requests: Annotated[int, typer.Option(
+        "--requests", min=1, max=100000, help="Images scored per configuration (16 per request: a sixteenth as many "
+                                              "requests).")] = 2000,
+    clients: Annotated[List[int], typer.Option("--clients", min=1, max=256, help="Concurrent clients (repeatable).")] = [1, 8, 32],  # noqa: B006
+    per_request: Annotated[List[int], typer.Option(
+        "--per-request", min=1, max=64, help="Images per request (repeatable).")] = [1, 16],  # noqa: B006
+    max_seconds: Annotated[float, typer.Option(
+        "--max-seconds", min=1.0, help="Most seconds per configuration.")] = 120.0,
+    precision: Annotated[str, typer.Option("--precision", help="Feature space of the baseline and the model.")] = "int8",
+    runtime: Annotated[str, typer.Option("--runtime", help="Runtime of both (auto: the one extract picks).")] = "auto",
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", help="Serve this model (its feature space must be --precision's) instead of one trained here.")] = None,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="The server's --max-batch.")] = 16,
+    batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", min=0.0, help="The server's --batch-wait-ms.")] = 10.0,
+    json_out: JsonOpt = False,
+):
+    """Load the scoring service on loopback: images/s and p50/p99 latency per client count, against extract on the same images."""
+    from stylesift.review.serve import bench as serve_bench
+
+    missing = [str(p) for p in images if not p.exists()]
+    if missing:
+        raise fail(f"no such image folder or file: {', '.join(missing)}")
+    result = serve_bench.run_bench(images, limit=limit, size=size, requests=requests, clients=clients,
+                                   per_request=per_request, max_seconds=max_seconds, precision=precision,
+                                   runtime=runtime, model=model, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                                   log=None if json_out else say)
+    if json_out:
+        print_json(result)
+    else:
+        typer.echo(serve_bench.table(result))

@@ -90,7 +90,8 @@ def extract(
     backbone: Annotated[Optional[Path], typer.Option("--backbone", help=BACKBONE_HELP)] = None,
     features: Annotated[str, typer.Option(
         "--features", help="Feature sets each forward pass computes and the store keeps side by side: pooled (objects, "
-        "2048-d), style (the look: early-stage statistics); e.g. pooled,style. See README, Choosing features.")] = "pooled",
+        "2048-d), style (the look: early-stage statistics), detail (noise, focus, compression: early-stage statistics of "
+        "tiles at native resolution); e.g. pooled,style,detail. See README, Choosing features.")] = "pooled",
     weights_file: WeightsOpt = None,
     verbose: VerboseOpt = False,
     decode_memory: DecodeMemoryOpt = None,

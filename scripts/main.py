@@ -17,6 +17,7 @@ from stylesift.cli import (  # noqa: E402
     model_cmds,
     review_cmds,
     score_cmd,
+    serve_cmd,
     similar_cmds,
     store_cmds,
     train_cmds,
@@ -41,11 +42,14 @@ app.command()(demo_cmd.demo)
 app.command()(review_cmds.label)
 app.command()(review_cmds.suggest)
 app.command()(review_cmds.review)
+# apps
+app.command()(serve_cmd.serve)
 # measurements
 app.add_typer(bench_cmds.bench_app, name="bench")
 bench_cmds.bench_app.command("store")(bench_cmds.bench_store)
 bench_cmds.bench_app.command("loop")(bench_cmds.bench_loop)
 bench_cmds.bench_app.command("index")(bench_cmds.bench_index)
+bench_cmds.bench_app.command("serve")(bench_cmds.bench_serve)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ def similar(
         metavar="QUERY...", help="Stored sha256s or image files (a file the store lacks is featurized into it).")],
     store: StoreOpt = DEFAULT_STORE,
     k: Annotated[int, typer.Option("--k", min=1, help="Results per query.")] = 10,
-    features: Annotated[str, typer.Option("--features", help="Stored feature set compared: pooled or style.")] = "pooled",
+    features: Annotated[str, typer.Option("--features", help="Stored feature set compared: pooled, style or detail.")] = "pooled",
     label: Annotated[Optional[str], typer.Option("--label", help="Only rows with this label.")] = None,
     unlabelled: UnlabelledOpt = False,
     since: SinceOpt = None,

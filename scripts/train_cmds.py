@@ -11,7 +11,7 @@ import typer
 from stylesift.cli.app import err, print_json, progress_bar, say
 from stylesift.cli.options import DEFAULT_STORE, JsonOpt, PositiveOpt, RecallOpt, StoreOpt
 
-FEATURES_HELP = ("Comma-separated feature sets to compare on identical folds (pooled, style, or sets joined by '+'); "
+FEATURES_HELP = ("Comma-separated feature sets to compare on identical folds (pooled, style, detail, or sets joined by '+'); "
                  "with several, their concatenation is compared too and the winner named.")
 
 
@@ -83,7 +83,7 @@ def train(
         "--target-recall", min=0.01, max=0.99, help="One-class methods: share of held-out positives kept above the "
         "threshold (default 0.9); pu: given, it replaces the threshold from the estimated class prior.")] = None,
     features: Annotated[str, typer.Option(
-        "--features", help="The one feature set to learn from: pooled, style, or sets joined by '+' (pooled+style); "
+        "--features", help="The one feature set to learn from: pooled, style, detail, or sets joined by '+' (style+detail); "
         "the model records it and `score` computes it.")] = "pooled",
     background: Annotated[Optional[str], typer.Option(
         "--background", help="pu: learn against the rows of this label instead of the unlabelled rows.")] = None,

@@ -209,3 +209,31 @@ def test_chromium_reports_a_broken_image(browser, report, tmp_path):
     browser.wait_for("Page.loadEventFired")
     bad = browser.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
     assert bad == 1
+
+
+def test_a_sheet_card_opens_its_1to1_crop_beside_the_thumbnail(browser, tmp_path):
+    from helpers.pictures import write_pictures
+
+    from stylesift.review.report import CROP_PX
+
+    paths = write_pictures(tmp_path / "pics", 4, size=(640, 480), seed=2)
+    rows = [{"path": str(p), "sha256": None, "score": 0.9 - i / 10, "selected": i < 2} for i, p in enumerate(paths)]
+    sheet = write_report(tmp_path / "crops.html", rows, threshold=0.75, crop_px=CROP_PX)
+    known = len(browser.errors())
+    browser.send("Page.navigate", {"url": sheet.path.as_uri()}, session=True)
+    browser.wait_for("Page.loadEventFired")
+    assert browser.evaluate("document.querySelectorAll('.card > details.crop').length") == 4
+    browser.evaluate("document.querySelector('.card > details.crop > summary').click(), true")  # a person's click
+    deadline = time.monotonic() + 20
+    while not browser.evaluate("(() => { const i = document.querySelector('details.crop[open] img.crop');"
+                               " return i.complete && i.naturalWidth > 0; })()"):
+        assert time.monotonic() < deadline, "the opened crop did not decode"
+        time.sleep(0.1)
+    shown = browser.evaluate(
+        "(() => { const c = document.querySelector('details.crop[open]').closest('.card');"
+        " const t = c.querySelector(':scope > img').getBoundingClientRect(), i = c.querySelector('img.crop');"
+        " const r = i.getBoundingClientRect();"
+        " return {w: i.naturalWidth, h: i.naturalHeight, shown: r.width, beside: r.left >= t.right && r.top < t.bottom,"
+        " overflow: document.documentElement.scrollWidth - window.innerWidth}; })()")
+    assert shown == {"w": CROP_PX, "h": CROP_PX, "shown": CROP_PX, "beside": True, "overflow": 0}
+    assert browser.errors()[known:] == []

@@ -182,3 +182,34 @@ def test_more_like_this_adds_a_section_of_stored_images(tmp_path, browser):
         assert len(rnd.more[pick]) >= 5
         sync_api.expect(section.locator(".card")).to_have_count(len(rnd.more[pick]))
         page.close()
+
+
+def test_the_1to1_control_shows_the_original_pixels_beside_the_thumbnail(tmp_path, browser):
+    from stylesift.review.round import CROP_PX
+
+    rnd, *_ = build_round(tmp_path, size=(800, 600))
+    problems = []
+    with running(rnd) as base:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.goto(f"{base}/?token={rnd.token}")
+        pick = rnd.sections["picks"][0]
+        card = page.locator(f'.card[data-id="{pick}"]')
+        card.wait_for()
+        assert card.locator("img.crop").count() == 0  # nothing is fetched before it is asked for
+        card.locator("button.zoom").click()
+        crop = card.locator("img.crop")
+        crop.wait_for()
+        _until(page, "(() => { const i = document.querySelector('img.crop'); return i.complete && i.naturalWidth > 0; })()")
+        size = crop.evaluate("i => [i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width]")
+        thumb = card.locator("img.thumb").bounding_box()
+        shown = crop.bounding_box()
+        assert size == [CROP_PX, CROP_PX, CROP_PX]  # the crop's own pixels, one per CSS pixel
+        assert shown["x"] >= thumb["x"] + thumb["width"] and abs(shown["y"] - thumb["y"]) < 2  # beside the thumbnail
+        overflow = page.evaluate("document.documentElement.scrollWidth > document.documentElement.clientWidth")
+        page.keyboard.press("c")  # the keyboard hides it again
+        sync_api.expect(card.locator(".cropbox")).to_be_hidden()
+        page.close()
+    assert not overflow, "the page scrolls sideways"
+    assert problems == []

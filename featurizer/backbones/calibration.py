@@ -16,6 +16,14 @@ def calibration_images(size: int = 224) -> np.ndarray:
     """The fixed calibration batch, uint8 ``(n, size, size, 3)``: scikit-image's sample pictures
     (whole and a centre crop each) and a few drawn screenshot-like pages, so both photos and flat
     synthetic images set the activation ranges."""
+    from PIL import Image
+
+    return np.stack([np.asarray(p.resize((size, size), Image.Resampling.BILINEAR), np.uint8)
+                     for p in calibration_pictures()])
+
+
+def calibration_pictures() -> list:
+    """The calibration pictures at their own sizes, as RGB Pillow images (see :func:`calibration_images`)."""
     import skimage.data as data
     from PIL import Image, ImageDraw
 
@@ -44,7 +52,7 @@ def calibration_images(size: int = 224) -> np.ndarray:
             draw.rectangle((x0, y0, x0 + int(rng.integers(20, 300)), y0 + int(rng.integers(10, 120))), fill=colour)
             draw.text((x0 + 4, y0 + 2), "Settings  Inbox  12:45  Search", fill=(0, 0, 0))
         pictures.append(page)
-    return np.stack([np.asarray(p.resize((size, size), Image.Resampling.BILINEAR), np.uint8) for p in pictures])
+    return pictures
 
 
 def check_images(size: int = 224) -> np.ndarray:

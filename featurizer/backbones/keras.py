@@ -36,8 +36,12 @@ def set_fingerprints(pooled: dict, feature_sets: tuple[str, ...]) -> dict[str, d
             from stylesift.featurizer.backbones.style import style_fingerprint
 
             out[name] = style_fingerprint(pooled)
+        elif name == "detail":
+            from stylesift.featurizer.backbones.detail import detail_fingerprint
+
+            out[name] = detail_fingerprint(pooled)
         else:
-            raise ValueError(f"unknown feature set {name!r}; expected pooled or style")
+            raise ValueError(f"unknown feature set {name!r}; expected pooled, style or detail")
     return out
 
 

@@ -98,7 +98,8 @@ def check_path(xml: Path) -> Path:
     return xml.with_suffix(".check.json")
 
 
-def _with_preprocessing(model):
+def with_preprocessing(model):
+    """``model`` taking raw uint8 NHWC RGB: Keras' caffe preprocessing added by OpenVINO's ``PrePostProcessor``."""
     import openvino as ov
     from openvino.preprocess import PrePostProcessor
 
@@ -124,7 +125,7 @@ def check_equal(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], 
             "images": int(len(next(iter(reference.values()))))}
 
 
-def _save_atomic(model, target: Path, extra: dict | None = None) -> None:
+def save_ir(model, target: Path, extra: dict | None = None) -> None:
     """Write the IR pair ``target`` (``.xml``) and its ``.bin``, and the check record ``extra`` if given.
 
     Each file replaces its old self atomically (:mod:`stylesift.atomic`); the check record first, then
@@ -165,13 +166,13 @@ def build_float32(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",),
         model = ov.convert_model(keras_backbone.model, share_weights=False)
     for output, name in zip(model.outputs, feature_sets):
         output.get_tensor().set_names({name})
-    model = _with_preprocessing(model)
+    model = with_preprocessing(model)
     images = check_images(input_size)
-    compiled = ov.Core().compile_model(model, "CPU", _config("float32", "LATENCY"))
+    compiled = ov.Core().compile_model(model, "CPU", compile_config("LATENCY"))
     got = _run_compiled(compiled, images, feature_sets)
     result = check_equal(keras_backbone.run(images), got, FLOAT32_MIN_COSINE)
     result["reference"] = "keras float32"
-    _save_atomic(model, target, result)
+    save_ir(model, target, result)
     return target
 
 
@@ -186,22 +187,29 @@ def build_int8(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",), in
     if target.is_file():
         return target
     try:
-        import nncf
+        import nncf  # noqa: F401 - only whether it is installed
     except ImportError:
         from stylesift.featurizer.backbones.legacy_onnx import FastBackboneUnavailable
 
         raise FastBackboneUnavailable("building the int8 backbone needs NNCF (not installed); install the extra "
                                       "with `pip install 'stylesift[fast]'`") from None
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     from stylesift.featurizer.backbones.calibration import calibration_images
 
     float_xml = build_float32(weights, feature_sets, input_size, cache)
-    model = ov.Core().read_model(str(float_xml))
     images = calibration_images(input_size)
-    images = np.concatenate([images, images[:, :, ::-1]])
+    quantized = quantize(ov.Core().read_model(str(float_xml)), np.concatenate([images, images[:, :, ::-1]]))
+    save_ir(quantized, target)
+    return target
+
+
+def quantize(model, images: np.ndarray):
+    """:data:`INT8_RECIPE` applied to an OpenVINO float32 ``model`` calibrated on uint8 ``images`` (one per sample)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
     dataset = nncf.Dataset([images[i:i + 1] for i in range(len(images))])
     # Activation ranges over the whole set, as the first recipe had them: NNCF's default (the mean of each
     # image's min/max) clips the large activations of screenshots (measured on 192 shared images: minimum
@@ -214,13 +222,12 @@ def build_int8(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",), in
     advanced = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
                                               overflow_fix=OverflowFix.ENABLE)
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars must not mix into --json output
-        quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(images),
-                                  advanced_parameters=advanced)
-    _save_atomic(quantized, target)
-    return target
+        return nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(images),
+                             advanced_parameters=advanced)
 
 
-def _config(precision: str, hint: str = "LATENCY", threads: int | None = None) -> dict:
+def compile_config(hint: str = "LATENCY", threads: int | None = None) -> dict:
+    """OpenVINO compile settings: float32 for every non-quantized part on every CPU (never bf16)."""
     config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -277,7 +284,7 @@ class OpenVINOBackbone:
         self.fingerprint = self.fingerprints.get(POOLED, base)
         core = ov.Core()
         try:
-            self.compiled = core.compile_model(str(self.path), "CPU", _config(precision, "LATENCY", threads))
+            self.compiled = core.compile_model(str(self.path), "CPU", compile_config("LATENCY", threads))
         except RuntimeError as exc:
             raise RuntimeError(f"{self.path}: cannot load the cached OpenVINO model ({exc}); delete it and run "
                                "again to rebuild it") from None

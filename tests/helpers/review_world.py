@@ -16,8 +16,8 @@ import numpy as np
 FP = {"backbone": "test", "feature_dim": 24, "dtype": "float32"}
 
 
-def build_round(tmp_path, *, n=14, retrain_every=0, seen=None, keep_seen=False):
-    """Store, model and a ReviewRound over ``n`` picture files; the two best-scoring are near-duplicates.
+def build_round(tmp_path, *, n=14, retrain_every=0, seen=None, keep_seen=False, size=(96, 72)):
+    """Store, model and a ReviewRound over ``n`` picture files of ``size`` pixels; the two best-scoring are near-duplicates.
 
     ``seen`` maps item ids to the ``seen_before`` that score would have given them."""
     from helpers.pictures import write_pictures
@@ -34,7 +34,7 @@ def build_round(tmp_path, *, n=14, retrain_every=0, seen=None, keep_seen=False):
     mix = np.linspace(0, 1, n)[:, None]
     batch = np.abs(rng.normal(0, 0.6, (n, 24))) + mix * pos_c + (1 - mix) * neg_c
     batch[n - 2] = batch[n - 1] * 1.01  # the two best-scoring images are near-duplicates
-    pictures = write_pictures(tmp_path / "batch", n)
+    pictures = write_pictures(tmp_path / "batch", n, size=size)
     shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in pictures]
     train_shas = [hashlib.sha256(f"train {i}".encode()).hexdigest() for i in range(40)]
     store = tmp_path / "store.h5"

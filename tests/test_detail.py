@@ -1,0 +1,209 @@
+"""The ``detail`` set: tiles at native resolution (placement, decoding, orientation, bounds) and its network."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from helpers.cli import run
+from PIL import Image
+
+from stylesift.featurizer import images, tiles
+from stylesift.featurizer.images import DecodeBudget, ImageError
+
+
+def noisy_photo(width: int, height: int, seed: int = 0, noise: float = 0.0) -> np.ndarray:
+    """A smooth picture with a few edges, optionally with per-pixel noise: uint8 ``(height, width, 3)``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = rng.uniform(40, 200, 3) + xx[..., None] * rng.uniform(-0.2, 0.2, 3) + yy[..., None] * rng.uniform(-0.2, 0.2, 3)
+    img[(xx // 97 + yy // 61) % 3 == 0] += 40
+    img = img + rng.normal(0, noise, img.shape) if noise else img
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(array: np.ndarray, orientation: int | None = None, quality: int = 95) -> bytes:
+    out = io.BytesIO()
+    img = Image.fromarray(array)
+    if orientation is None:
+        img.save(out, "JPEG", quality=quality)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        img.save(out, "JPEG", quality=quality, exif=exif)
+    return out.getvalue()
+
+
+def as_set(stack: np.ndarray) -> list[bytes]:
+    return sorted(t.tobytes() for t in stack)
+
+
+def test_grid_is_spread_over_the_frame_and_stays_inside():
+    assert tiles.starts(600) == [36, 236, 436]  # centres at 100, 300, 500
+    assert tiles.starts(tiles.TILE) == [0, 0, 0]
+    assert tiles.starts(200) == [0, 36, 72]  # overlapping, still inside
+    picture = noisy_photo(600, 480)
+    cut = tiles.cut(picture)
+    assert cut.shape == (tiles.TILES, tiles.TILE, tiles.TILE, 3)
+    np.testing.assert_array_equal(cut[4], picture[176:304, 236:364])  # the middle tile is the middle
+
+
+def test_a_side_shorter_than_a_tile_is_mirror_padded():
+    picture = noisy_photo(300, 50)
+    cut = tiles.cut(picture)
+    assert cut.shape == (tiles.TILES, tiles.TILE, tiles.TILE, 3)
+    assert tiles.starts(300) == [0, 86, 172]
+    np.testing.assert_array_equal(cut[0][:50], picture[:50, 0:128])
+    np.testing.assert_array_equal(cut[0][50:100], picture[::-1][:50, 0:128])  # mirrored, not a constant border
+
+
+def test_jpeg_tiles_from_libvips_are_the_pixels_of_a_full_decode():
+    data = jpeg_bytes(noisy_photo(600, 480, noise=12))
+    got = tiles.load_tiles(data, "photo.jpg")
+    reference = images.load_native(io.BytesIO(data), tiles.cut)
+    assert got.dtype == np.uint8 and got.shape == (tiles.TILES, tiles.TILE, tiles.TILE, 3)
+    assert np.abs(got.astype(int) - reference).max() <= 1  # the same libjpeg-turbo decode, at full size
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_turns_every_tile_upright(orientation):
+    data = jpeg_bytes(noisy_photo(600, 480, seed=orientation, noise=12), orientation)
+    got = tiles.load_tiles(data, "turned.jpg")
+    upright = images.load_native(io.BytesIO(data), tiles.cut)  # Pillow applies the orientation, then cuts
+    assert as_set(got) == as_set(upright)
+    ignoring = tiles.cut(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    assert as_set(got) != as_set(ignoring)
+
+
+def test_other_formats_go_through_the_bounded_decoder():
+    picture = noisy_photo(400, 300, noise=8)
+    out = io.BytesIO()
+    Image.fromarray(picture).save(out, "PNG")
+    np.testing.assert_array_equal(tiles.load_tiles(out.getvalue(), "p.png"), tiles.cut(picture))
+
+
+def test_tile_decoding_reserves_from_the_decode_budget(monkeypatch):
+    data = jpeg_bytes(noisy_photo(600, 480))
+    small = DecodeBudget(8 * 2**20)
+    monkeypatch.setattr(images, "_BUDGET", small)
+    with pytest.raises(ImageError, match="decode memory budget"):
+        tiles.load_tiles(data, "big.jpg")
+    roomy = DecodeBudget(512 * 2**20)
+    monkeypatch.setattr(images, "_BUDGET", roomy)
+    tiles.load_tiles(data, "big.jpg")
+    assert 0 < roomy.peak < 64 * 2**20 and roomy.used == 0  # a few MB for a 600-px frame, released after
+
+
+def test_bad_jpegs_fail_alone_naming_the_file(monkeypatch):
+    data = jpeg_bytes(noisy_photo(600, 480))
+    with pytest.raises(ImageError, match="cut.jpg"):
+        tiles.load_tiles(data[: len(data) // 2], "cut.jpg")
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
+    with pytest.raises(ImageError, match="more than the limit"):
+        tiles.load_tiles(data, "huge.jpg")
+
+
+def test_detail_fingerprint_names_tiles_decoder_and_precision():
+    from stylesift.featurizer.backbones.detail import DETAIL_DIM, detail_fingerprint
+    from stylesift.featurizer.backbones.openvino import int8_fingerprint
+    from stylesift.featurizer.backbones.style import style_fingerprint
+    from stylesift.featurizer.space import fingerprint_id, resnet50_fingerprint
+
+    pooled = resnet50_fingerprint("w" * 64)
+    fp = detail_fingerprint(pooled)
+    assert fp["feature_set"] == "detail" and fp["feature_dim"] == DETAIL_DIM
+    assert fp["tiles"]["tile"] == tiles.TILE and "libvips" in fp["tiles"]["decoder"]
+    assert "geometry" not in fp  # the pooled resize does not apply to tiles
+    ids = {fingerprint_id(x) for x in (pooled, fp, style_fingerprint(pooled), detail_fingerprint(int8_fingerprint(pooled)))}
+    assert len(ids) == 4
+
+
+def test_refusals_are_one_line():
+    from stylesift.featurizer.backbones.runtimes import RuntimeUnavailable
+    from stylesift.featurizer.extract import Featurizer
+
+    with pytest.raises(RuntimeUnavailable, match="does not compute the detail set"):
+        Featurizer(precision="int8", runtime="onnxruntime", feature_sets=("pooled", "detail"))
+    result = run("extract", "x.jpg", "--store", "s.h5", "--engine", "ray", "--features", "pooled,detail")
+    assert result.exit_code == 2 and "--features" in result.output
+
+
+@pytest.fixture(scope="module")
+def detail_project(tmp_path_factory, featurizer):
+    """Clean and noisy pictures (360 × 300 px) in a store extracted with pooled only."""
+    root = tmp_path_factory.mktemp("detail")
+    for label, noise in (("clean", 0.0), ("noisy", 14.0)):
+        (root / label).mkdir()
+        for i in range(10):
+            (root / label / f"{label}_{i}.jpg").write_bytes(jpeg_bytes(noisy_photo(360, 300, seed=100 + i, noise=noise)))
+        featurizer.extract([root / label], root / "s.h5", label=label)
+    return root
+
+
+@pytest.mark.weights
+@pytest.mark.slow
+def test_backfill_adds_detail_to_stored_rows_and_it_sees_noise(detail_project):
+    from stylesift.featurizer.backbones.detail import DETAIL_DIM
+    from stylesift.featurizer.store import FeatureStore
+
+    store = detail_project / "s.h5"
+    pooled_before = FeatureStore(store).features()
+    added = run("extract", detail_project / "clean", detail_project / "noisy", "--store", store,
+                "--features", "pooled,detail", "--runtime", "keras", "--json")
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout)["new"] == 0
+    st = FeatureStore(store)
+    assert st.has_features("detail").all() and st.features(feature_set="detail").shape == (20, DETAIL_DIM)
+    np.testing.assert_array_equal(st.features(), pooled_before)
+    compared = run("compare", "--store", store, "--positive", "clean", "--negative", "noisy", "--folds", 4,
+                   "--methods", "head", "--features", "detail", "--json")
+    assert compared.exit_code == 0, compared.output
+    assert json.loads(compared.stdout)["feature_sets"]["detail"]["methods"]["head"]["accuracy"] >= 0.9
+    model = detail_project / "detail.ssmodel"
+    trained = run("train", "--store", store, "--positive", "clean", "--negative", "noisy", "--method", "head",
+                  "--features", "detail", "--out", model)
+    assert trained.exit_code == 0, trained.output
+    new = detail_project / "new"
+    new.mkdir()
+    for i, noise in enumerate((0.0, 0.0, 14.0, 14.0)):
+        (new / f"{i}.jpg").write_bytes(jpeg_bytes(noisy_photo(420, 330, seed=500 + i, noise=noise)))
+    scored = run("score", model, new, "--store", store, "--runtime", "keras", "--no-dedupe", "--json")
+    assert scored.exit_code == 0, scored.output
+    by_name = {r["path"].rsplit("/", 1)[-1]: r["score"] for r in json.loads(scored.stdout)}
+    assert min(by_name["0.jpg"], by_name["1.jpg"]) > max(by_name["2.jpg"], by_name["3.jpg"])
+    assert FeatureStore(store).has_features("detail").all()  # the new uploads got the model's set
+
+
+@pytest.mark.weights
+@pytest.mark.slow
+def test_openvino_float32_detail_agrees_with_keras(weights, detail_project):
+    pytest.importorskip("openvino")
+    from stylesift.featurizer.backbones.detail_net import DetailNet
+    from stylesift.featurizer.backbones.openvino import cosines
+    from stylesift.featurizer.space import resnet50_fingerprint
+
+    batch = np.stack([tiles.load_tiles(p.read_bytes(), p) for p in sorted((detail_project / "noisy").iterdir())])
+    fp = resnet50_fingerprint(weights.fingerprint)
+    keras_net = DetailNet(weights, "float32", "keras", fp)
+    ov_net = DetailNet(weights, "float32", "openvino", fp)
+    assert keras_net.fingerprint == ov_net.fingerprint
+    assert cosines(keras_net(batch), ov_net(batch)).min() >= 0.9999
+
+
+@pytest.mark.weights
+@pytest.mark.slow
+def test_int8_detail_is_its_own_space_and_close_to_float32(weights, detail_project):
+    pytest.importorskip("nncf")
+    from stylesift.featurizer.backbones.openvino import cosines
+    from stylesift.featurizer.extract import Featurizer
+
+    files = sorted((detail_project / "noisy").iterdir()) + sorted((detail_project / "clean").iterdir())
+    batch = np.stack([tiles.load_tiles(p.read_bytes(), p) for p in files])
+    f32 = Featurizer(weights, runtime="keras", feature_sets=("pooled", "detail"))
+    int8 = Featurizer(weights, precision="int8", feature_sets=("pooled", "detail"))
+    assert int8.fingerprints["detail"]["precision"] == "int8"
+    assert int8.fingerprints["detail"] != f32.fingerprints["detail"]
+    assert int8.detail_net.runtime == "openvino"
+    assert cosines(f32.detail_net(batch), int8.detail_net(batch)).min() >= 0.98
