@@ -28,8 +28,8 @@ import json
 import socket
 
 from stylesift.review.round import ReviewError, ReviewRound
+from stylesift.review.sockets import bind_tcp, is_loopback  # noqa: F401 - is_loopback: re-exported
 
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 MAX_BODY_BYTES = 64 * 1024  # a verdict is an id, a word and a note of at most 2,000 characters
 
 
@@ -121,28 +121,14 @@ def create_app(rnd: ReviewRound):
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (port 0: any free one), or :class:`ReviewError` saying what to do."""
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(64)
-    except OSError as exc:
-        sock.close()
-        if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
-            raise ReviewError(f"port {port} on {host} is in use (another review server?); pass --port with a free "
-                              "port, or --port 0 to pick one") from None
-        raise ReviewError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port") from None
+    sock = bind_tcp(host, port, ReviewError, "another review server")
+    sock.listen(64)
     return sock
 
 
 def url_of(host: str, port: int, token: str) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/?token={token}"
-
-
-def is_loopback(host: str) -> bool:
-    return host in _LOOPBACK or host.startswith("127.")
 
 
 def serve(rnd: ReviewRound, sock: socket.socket, *, log_level: str = "warning") -> None:

@@ -16,32 +16,15 @@ import socket
 import threading
 
 from stylesift.review.serve.errors import ServeError
+from stylesift.review.sockets import bind_tcp, is_loopback  # noqa: F401 - is_loopback: re-exported
 
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 DEFAULT_PORT = 8780
 BACKLOG = 1024
 
 
-def is_loopback(host: str) -> bool:
-    return host in _LOOPBACK or host.startswith("127.")
-
-
 def bind(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` (0: any free port), not yet listening; :class:`ServeError` saying what to do."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on connections whose socket says TCP, and
-    # without it every response waits ~40 ms for the client's delayed ACK (Nagle), measured in docs/serve.md.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
-            raise ServeError(f"port {port} on {host} is in use (another server?); pass --port with a free port, or "
-                             "--port 0 to pick one") from None
-        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port") from None
-    return sock
+    return bind_tcp(host, port, ServeError, "another server")
 
 
 def url_of(host: str, port: int) -> str:
