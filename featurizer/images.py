@@ -165,16 +165,13 @@ def _decode(source, size: int, finish, *, draft: bool, name, max_pixels: int | N
             # libwebp allocates its canvases when the file is opened, so a WebP is measured from its
             # own header and reserved before Pillow sees it; every other format allocates in load().
             canvas = _webp_canvas(source)
-            if canvas and canvas[0] * canvas[1] > max_pixels:  # before libwebp allocates anything
-                raise ImageError(path, f"{canvas[0]}×{canvas[1]} pixels is more than the limit of {max_pixels:,} "
-                                 "(refused unread, as a possible decompression bomb); scale it down first")
+            if canvas:  # before libwebp allocates anything
+                _refuse_too_many(path, canvas[0], canvas[1], max_pixels)
             early = budget.reserve(_webp_bytes(*canvas, size=size), path) if canvas else nullcontext()
             with early, Image.open(guarded, formats=_formats()) as img:
                 img.seek(0)
                 width, height = img.size
-                if width * height > max_pixels:
-                    raise ImageError(path, f"{width}×{height} pixels is more than the limit of {max_pixels:,} "
-                                     "(refused unread, as a possible decompression bomb); scale it down first")
+                _refuse_too_many(path, width, height, max_pixels)
                 coefficients = _jpeg_coefficient_bytes(img, source)  # at full size, so before draft()
                 if draft and img.format == "JPEG":
                     img.draft("RGB", (size, size))
@@ -207,6 +204,13 @@ def _decode(source, size: int, finish, *, draft: bool, name, max_pixels: int | N
     finally:
         if opened is not None:
             opened.close()
+
+
+def _refuse_too_many(path, width: int, height: int, max_pixels: int) -> None:
+    """Raise :class:`ImageError` when a header announces more than ``max_pixels``: checked before any decode."""
+    if width * height > max_pixels:
+        raise ImageError(path, f"{width}×{height} pixels is more than the limit of {max_pixels:,} "
+                         "(refused unread, as a possible decompression bomb); scale it down first")
 
 
 class _TooSlow(Exception):
@@ -574,9 +578,7 @@ def jpeg_header(data: bytes, name) -> tuple[int, int, int, int] | None:
                 if img.format != "JPEG" or img.mode != "RGB":
                     return None
                 width, height = img.size
-                if width * height > MAX_PIXELS:
-                    raise ImageError(name, f"{width}×{height} pixels is more than the limit of {MAX_PIXELS:,} "
-                                     "(refused unread, as a possible decompression bomb); scale it down first")
+                _refuse_too_many(name, width, height, MAX_PIXELS)
                 orientation = img.getexif().get(0x0112, 1) if _rotated(img) else 1
                 return width, height, int(orientation), _jpeg_coefficient_bytes(img, source)
     except ImageError:
