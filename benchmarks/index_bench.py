@@ -47,7 +47,7 @@ def arrays_mode(rows: int, tmp: Path, n_queries: int, compare: bool) -> dict:
 def compare_libraries(index: SimilarityIndex, store, n_queries: int) -> dict:
     """faiss IVF-Flat / HNSW and usearch HNSW on the same projected vectors, same re-rank: query time and recall."""
     _, lists = index.load()
-    Z, rows = lists.vectors, lists.rows
+    Z, rows = lists.vectors(), lists.rows()
     q = lists.quantizer
     rng = np.random.default_rng(1)
     qrows = rng.choice(len(rows), n_queries, replace=False)

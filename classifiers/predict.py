@@ -168,6 +168,7 @@ class Predictor:
         ``keep_seen``.
         """
         from stylesift.featurizer.images import perceptual_hash
+        from stylesift.featurizer.search.reposts import thumbnail_of
         from stylesift.featurizer.store import FeatureStore
 
         if self.store is None:
@@ -190,7 +191,8 @@ class Predictor:
         rows_out, selection = score_rows(self.bundle, paths, [sha for _, sha in items], features, X_set,
                                          store=st, threshold=threshold, top_k=top_k, top_fraction=top_fraction,
                                          dedupe=dedupe, history=history, history_threshold=history_threshold,
-                                         keep_seen=keep_seen, hash_of=lambda i: perceptual_hash(paths[i]))
+                                         keep_seen=keep_seen, hash_of=lambda i: perceptual_hash(paths[i]),
+                                         thumb_of=lambda i: thumbnail_of(paths[i]))
         result = ScoreResult(selection=selection, interrupted=report.interrupted, skipped=list(getattr(report, "skipped", [])),
                              failed=[{"path": f["path"], "error": f["error"]} for f in report.failed] + vanished)
         result.rows = rows_out
@@ -200,7 +202,8 @@ class Predictor:
 def score_rows(bundle: Bundle, paths: list, sha256s: list[str], pooled: np.ndarray, X: np.ndarray | None, *,
                store=None, threshold: float | None = None, top_k: int | None = None, top_fraction: float | None = None,
                dedupe: float | None = None, history: bool = True, history_threshold: float = HISTORY_THRESHOLD,
-               keep_seen: bool = False, hash_of: Callable[[int], int | None] | None = None) -> tuple[list[dict], dict]:
+               keep_seen: bool = False, hash_of: Callable[[int], int | None] | None = None,
+               thumb_of: Callable[[int], np.ndarray | None] | None = None) -> tuple[list[dict], dict]:
     """The rows of one scoring run from its features: the one place where ``score`` and ``serve`` build them.
 
     Parameters
@@ -218,6 +221,9 @@ def score_rows(bundle: Bundle, paths: list, sha256s: list[str], pooled: np.ndarr
         Open store whose verdicts the history looks up; without one every ``seen_before`` is None.
     hash_of : callable, optional
         Row index → perceptual hash, for near-duplicate groups (see :func:`~stylesift.classifiers.grouping.choose`).
+    thumb_of : callable, optional
+        Row index → grey thumbnail of the image, so that history confirms reposts by pixel alignment
+        (without it history uses pooled cosine alone; see :func:`~stylesift.featurizer.search.history.seen_before`).
 
     The other parameters are :meth:`Predictor.score`'s. Returns the rows (``path``, ``sha256``,
     ``score``, ``selected``; ``seen_before`` with ``history``; ``group``, ``group_size`` with ``dedupe``)
@@ -225,7 +231,7 @@ def score_rows(bundle: Bundle, paths: list, sha256s: list[str], pooled: np.ndarr
     """
     n = len(sha256s)
     scores = bundle.score(X) if n else np.zeros(0)
-    seen = (seen_before(store, list(sha256s), pooled, threshold=history_threshold)
+    seen = (seen_before(store, list(sha256s), pooled, threshold=history_threshold, thumb_of=thumb_of)
             if history and n and store is not None else [None] * n)
     exclude = None if keep_seen else np.array([s is not None for s in seen], bool)
     chosen, groups, selection = choose(scores, bundle.threshold, threshold=threshold, top_k=top_k,

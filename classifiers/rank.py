@@ -21,6 +21,7 @@ from stylesift.classifiers.feature_sets import bundle_set, check_set, load_featu
 __all__ = ["RankResult", "rank", "BLOCK_ROWS"]
 
 BLOCK_ROWS = 16384  # 128 MiB of pooled float32 features per block
+DETAIL_ROWS = 2000  # up to this many ranked rows, their ids and labels are read one by one (see _details)
 
 
 @dataclass
@@ -110,11 +111,23 @@ def rank(model, store_path, *, since_days: float | None = None, unlabelled: bool
             top = np.argpartition(-best_scores, top_k - 1)[:top_k] if top_k else np.zeros(0, np.int64)
             best_rows, best_scores = best_rows[top], best_scores[top]
     order = np.lexsort((best_rows, -best_scores))
-    labels, sha = st.labels, st.sha256
+    best_rows, best_scores = best_rows[order], best_scores[order]
     threshold = float(bundle.threshold)
     result = RankResult(scored=int(len(rows)), threshold=threshold, feature_set=name)
-    result.rows = [{"sha256": str(sha[r]), "path": (st.paths(int(r)) or [None])[0], "label": str(labels[r]),
-                    "score": float(s), "selected": bool(s >= threshold)}
-                   for r, s in zip(best_rows[order], best_scores[order])]
+    result.rows = [{"sha256": sha, "path": (st.paths(int(r)) or [None])[0], "label": label, "score": float(s),
+                    "selected": bool(s >= threshold)}
+                   for (sha, label), r, s in zip(_details(st, best_rows), best_rows, best_scores)]
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _details(store, rows: np.ndarray) -> list[tuple[str, str]]:
+    """``(sha256, label)`` of the ranked rows: read row by row for a top-k, as whole columns for many rows.
+
+    (Every row's ids and labels take seconds to build at a million rows, more than scoring them; a few
+    hundred rows read one by one take milliseconds.)
+    """
+    if len(rows) <= DETAIL_ROWS:
+        return store.row_details(rows.tolist())
+    sha, labels = store.sha256, store.labels
+    return [(str(sha[r]), str(labels[r])) for r in rows]

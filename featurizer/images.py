@@ -185,7 +185,7 @@ def _decode(source, size: int, finish, *, draft: bool, name, max_pixels: int | N
     except ImageError:
         raise
     except _TooSlow:
-        raise ImageError(path, f"decoding took longer than {max_seconds:g} s and was abandoned") from None
+        raise too_slow(path, max_seconds) from None
     except UnidentifiedImageError:
         raise ImageError(path, _unidentified_reason(source)) from None
     except Image.DecompressionBombError as exc:
@@ -214,7 +214,12 @@ def _refuse_too_many(path, width: int, height: int, max_pixels: int) -> None:
 
 
 class _TooSlow(Exception):
-    """Raised from inside Pillow's read loop once a decode has used up its time."""
+    """Raised from inside a decoder's read loop (Pillow's, libvips') once a decode has used up its time."""
+
+
+def too_slow(path, max_seconds: float) -> ImageError:
+    """The one error for a decode abandoned at its time limit (Pillow here, libvips in the detail tiles)."""
+    return ImageError(path, f"decoding took longer than {max_seconds:g} s and was abandoned")
 
 
 class _Deadline:
@@ -227,12 +232,14 @@ class _Deadline:
     def __init__(self, fp, deadline: float):
         self._fp = fp
         self._deadline = deadline
+        self.expired = False  # set once a read was refused, for decoders that swallow the exception
 
     def restart(self, seconds: float) -> None:
         self._deadline = time.monotonic() + seconds
 
     def read(self, n: int = -1) -> bytes:
         if time.monotonic() > self._deadline:
+            self.expired = True
             raise _TooSlow
         return self._fp.read(n)
 

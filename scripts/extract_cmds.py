@@ -114,7 +114,8 @@ def extract(
         raise typer.BadParameter(str(exc), param_hint=exc.option) from None
     try:
         if engine is Engine.ray:
-            featurizer = RayEngine(weights_file, batch_size=batch_size, workers=workers, address=address)
+            featurizer = RayEngine(weights_file, batch_size=batch_size, workers=workers, address=address,
+                                   feature_sets=feature_sets)
         else:
             featurizer = Featurizer(weights_file, batch_size=batch_size, workers=workers, precision=precision.value,
                                     runtime=runtime.value, backbone_file=backbone, feature_sets=feature_sets)

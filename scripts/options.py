@@ -12,6 +12,9 @@ from typing import Annotated, List, Optional
 import typer
 
 DEFAULT_STORE = Path("artifacts/features.h5")
+# classifiers.grouping.DEFAULT_THRESHOLD (tests/test_similar.py checks they agree), not imported from there:
+# that would load scikit-learn for every command, a `similar` on a stored sha256 included
+DEDUPE_THRESHOLD = 0.90
 
 StoreOpt = Annotated[Path, typer.Option("--store", help="HDF5 feature store.")]
 StoreArg = Annotated[Path, typer.Argument(help="HDF5 feature store.")]

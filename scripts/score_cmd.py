@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from stylesift.classifiers.grouping import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
 from stylesift.cli.app import (
     EXIT_INTERRUPTED,
     EXIT_SOME_FAILED,
@@ -22,6 +21,7 @@ from stylesift.cli.app import (
 )
 from stylesift.cli.options import (
     BACKBONE_HELP,
+    DEDUPE_THRESHOLD,
     DEFAULT_STORE,
     DecodeMemoryOpt,
     ModelArg,

@@ -8,10 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from stylesift.classifiers.grouping import DEFAULT_THRESHOLD as DEDUPE_THRESHOLD
 from stylesift.cli.app import EXIT_USAGE, fail, say, use_decode_memory
 from stylesift.cli.options import (
     BACKBONE_HELP,
+    DEDUPE_THRESHOLD,
     DecodeMemoryOpt,
     ModelArg,
     Runtime,

@@ -181,7 +181,8 @@ def _compare_sets(positive, store, negative, folds, methods, target_recall, plot
 
     names = parse_sets(features)
     stored = list(dict.fromkeys(p for n in names for p in parts(n)))
-    if len(names) > 1 and "+".join(stored) not in names and len(stored) > 1:
+    # The concatenation of every stored set, unless one of the names already is it (in any order).
+    if len(names) > 1 and len(stored) > 1 and set(stored) not in [set(parts(n)) for n in names]:
         names.append("+".join(stored))
     blocks = {p: load_labelled(store, positive, negative, p) for p in stored}
     first = blocks[stored[0]]

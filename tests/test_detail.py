@@ -41,22 +41,22 @@ def as_set(stack: np.ndarray) -> list[bytes]:
 
 
 def test_grid_is_spread_over_the_frame_and_stays_inside():
-    assert tiles.starts(600) == [36, 236, 436]  # centres at 100, 300, 500
+    assert tiles.starts(600) == [150 - 56, 300 - 56, 450 - 56]  # centres at 1/4, 1/2, 3/4
     assert tiles.starts(tiles.TILE) == [0, 0, 0]
-    assert tiles.starts(200) == [0, 36, 72]  # overlapping, still inside
+    assert tiles.starts(200) == [0, 44, 88]  # overlapping, still inside
     picture = noisy_photo(600, 480)
     cut = tiles.cut(picture)
     assert cut.shape == (tiles.TILES, tiles.TILE, tiles.TILE, 3)
-    np.testing.assert_array_equal(cut[4], picture[176:304, 236:364])  # the middle tile is the middle
+    np.testing.assert_array_equal(cut[4], picture[184:296, 244:356])  # the middle tile is the middle
 
 
 def test_a_side_shorter_than_a_tile_is_mirror_padded():
     picture = noisy_photo(300, 50)
     cut = tiles.cut(picture)
     assert cut.shape == (tiles.TILES, tiles.TILE, tiles.TILE, 3)
-    assert tiles.starts(300) == [0, 86, 172]
-    np.testing.assert_array_equal(cut[0][:50], picture[:50, 0:128])
-    np.testing.assert_array_equal(cut[0][50:100], picture[::-1][:50, 0:128])  # mirrored, not a constant border
+    assert tiles.starts(300) == [19, 94, 169]
+    np.testing.assert_array_equal(cut[0][:50], picture[:50, 19:131])
+    np.testing.assert_array_equal(cut[0][50:100], picture[::-1][:50, 19:131])  # mirrored, not a constant border
 
 
 def test_jpeg_tiles_from_libvips_are_the_pixels_of_a_full_decode():
@@ -126,8 +126,6 @@ def test_refusals_are_one_line():
 
     with pytest.raises(RuntimeUnavailable, match="does not compute the detail set"):
         Featurizer(precision="int8", runtime="onnxruntime", feature_sets=("pooled", "detail"))
-    result = run("extract", "x.jpg", "--store", "s.h5", "--engine", "ray", "--features", "pooled,detail")
-    assert result.exit_code == 2 and "--features" in result.output
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +205,22 @@ def test_int8_detail_is_its_own_space_and_close_to_float32(weights, detail_proje
     assert int8.fingerprints["detail"] != f32.fingerprints["detail"]
     assert int8.detail_net.runtime == "openvino"
     assert cosines(f32.detail_net(batch), int8.detail_net(batch)).min() >= 0.98
+
+
+def test_tile_decoding_has_the_decoders_time_limit(monkeypatch):
+    data = jpeg_bytes(noisy_photo(600, 480, noise=12))
+    monkeypatch.setattr(images, "MAX_DECODE_SECONDS", 0.0)
+    with pytest.raises(ImageError, match="slow.jpg: decoding took longer than 0 s and was abandoned"):
+        tiles.load_tiles(data, "slow.jpg")
+    monkeypatch.setattr(images, "MAX_DECODE_SECONDS", 30.0)
+    assert tiles.load_tiles(data, "slow.jpg").shape == (tiles.TILES, tiles.TILE, tiles.TILE, 3)
+
+
+def test_overlapping_tile_rows_are_read_once_in_order():
+    t = tiles.TILE
+    assert tiles._bands([0, 36, 72], 200) == [(0, 72 + t)]  # overlapping rows: one band
+    assert tiles._bands([36, 236, 436], 600) == [(36, t), (236, t), (436, t)]
+    for width, height in ((200, 150), (150, 700), (900, 130)):  # overlapping and separate bands
+        data = jpeg_bytes(noisy_photo(width, height, seed=width, noise=10))
+        reference = images.load_native(io.BytesIO(data), tiles.cut)
+        assert np.abs(tiles.load_tiles(data, "x.jpg").astype(int) - reference).max() <= 1

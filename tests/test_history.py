@@ -99,3 +99,55 @@ def test_score_marks_a_recompressed_crop_of_a_judged_photo(tmp_path, featurizer)
     assert kept["cat.jpg"]["selected"] and kept["cat.jpg"]["seen_before"] is not None
     skipped = predictor.score([feed], history=False).rows
     assert all("seen_before" not in r and r["selected"] for r in skipped)
+
+
+def _photo(seed: int, size=(160, 120)) -> Image.Image:
+    """A smooth random picture with edges: blurred noise blobs, different per seed."""
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(seed)
+    small = (rng.random((size[1] // 8, size[0] // 8, 3)) * 255).astype(np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(1))
+
+
+@pytest.fixture
+def pixel_store(tmp_path):
+    """A store whose judged row's file exists: features alike for every image, so only the pixels decide."""
+    judged = tmp_path / "judged.png"
+    _photo(0).save(judged)
+    crop = tmp_path / "crop.jpg"
+    w, h = 160, 120
+    _photo(0).crop((10, 8, 10 + int(w * 0.85), 8 + int(h * 0.85))).resize((100, 76)).save(crop, quality=40)  # 72 %
+    other = tmp_path / "other.jpg"
+    _photo(1).save(other, quality=90)
+    feats = np.ones((3, D), np.float32)  # cosine 1.0 everywhere: the plain rule would mark everything
+    path = tmp_path / "s.h5"
+    names = {"judged": judged, "crop": crop, "other": other}
+    shas = {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in names.items()}
+    with FeatureStore(path, "a", fingerprint=FP) as st:
+        st.add(list(shas.values()), feats, [[str(p)] for p in names.values()])
+        st.add_verdicts([Verdict(shas["judged"], "good", "ann", 1_700_000_000.0)])
+    return FeatureStore(path), names, shas, feats
+
+
+def test_alignment_marks_a_72_percent_crop_and_not_a_distinct_photo(pixel_store):
+    from stylesift.featurizer.search.reposts import thumbnail_of
+
+    st, names, shas, feats = pixel_store
+    order = ["crop", "other", "judged"]
+    got = seen_before(st, [shas[k] for k in order], feats[:3], thumb_of=lambda i: thumbnail_of(names[order[i]]))
+    assert got[0] is not None and got[0]["sha256"] == shas["judged"] and got[0]["similarity"] >= 0.96
+    assert got[1] is None  # cosine 1.0, but its pixels are another picture
+    assert got[2] is None  # a row never matches itself
+
+
+def test_a_judged_file_gone_falls_back_to_the_cosine_rule(pixel_store):
+    from stylesift.featurizer.search import history
+    from stylesift.featurizer.search.reposts import thumbnail_of
+
+    st, names, shas, feats = pixel_store
+    names["judged"].unlink()
+    history._THUMBS.clear()
+    got = seen_before(st, [shas["other"]], feats[:1], thumb_of=lambda i: thumbnail_of(names["other"]))
+    assert got[0] is not None and got[0]["similarity"] == 1.0  # no pixels left: cosine 1.0 ≥ 0.90 marks it
+    assert seen_before(st, [shas["other"]], feats[:1], threshold=1.01, thumb_of=lambda i: None) == [None]

@@ -180,3 +180,70 @@ def test_filters_never_shorten_the_answer(tmp_path, small_index):
     allowed = st.labels.astype(str) == "good"
     got = index.search(st, st.features([0]), 10, allowed=allowed, exclude=np.array([0]))[0][0]
     assert len(got) == 10 and all(allowed[got])
+
+
+def _part(index, k=0):
+    doc = json.loads((index.folder / "index.json").read_text())
+    return doc, doc["parts"][k], index.folder / doc["parts"][k]["file"]
+
+
+def _flip(path, offset):
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+def test_opening_checks_the_small_arrays_and_a_damaged_vector_never_gives_a_wrong_similarity(tmp_path, small_index):
+    path = tmp_path / "s.h5"
+    add(path, range(400))
+    st = FeatureStore(path)
+    SimilarityIndex(path).update(st)
+    index = SimilarityIndex(path)
+    doc, entry, file = _part(index)
+    assert entry["arrays"]["vectors"]["crc32"] is None and entry["arrays"]["rows"]["crc32"] is not None
+    # a flipped bit in the store rows a part names: found on opening (crc32), the search is exact meanwhile
+    _flip(file, entry["arrays"]["rows"]["offset"] + 3)
+    with pytest.raises(ix.IndexDamage, match="crc32"):
+        index.load()
+    got = index.search(st, st.features([7]), 3, exclude=np.array([7]))
+    assert got[0][0].tolist() == reference(st, [7], 3)[0][0].tolist()
+    rebuild(st)
+    # a damaged vector or int8 row is not read on opening (a million-row index opens without reading them):
+    # it can change which candidates are re-ranked, but every similarity returned comes from the store's rows
+    index = SimilarityIndex(path)
+    doc, entry, file = _part(index)
+    for name in ("vectors", "codes"):
+        spec = entry["arrays"][name]
+        for at in range(0, int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize, 997):
+            _flip(file, spec["offset"] + at)
+    assert index.load()[1] is not None and not state(st, deep=False)["pooled"]["problems"]
+    assert "sha256" in state(st)["pooled"]["problems"][0]  # what `store check` finds (deep)
+    rows = np.arange(0, 400, 40)
+    X = normalise(st.features())
+    for (found, sims), r in zip(index.search(st, st.features(rows), 5, exclude=rows), rows):
+        np.testing.assert_allclose(sims, X[found] @ X[r], rtol=1e-5)
+        assert r not in found
+
+
+def test_an_index_of_the_older_format_is_rebuilt_and_its_files_removed(tmp_path, small_index):
+    path = tmp_path / "s.h5"
+    add(path, range(400))
+    st = FeatureStore(path)
+    index = SimilarityIndex(path)
+    index.update(st)
+    doc = json.loads((index.folder / "index.json").read_text())
+    doc["version"] = 1
+    (index.folder / "index.json").write_text(json.dumps(doc))
+    (index.folder / "part-1-000000.npz").write_bytes(b"an index part of format 1")
+    assert "version 2" in index.problems(st)[0]
+    assert index.update(st)["rebuilt"]
+    assert not list(index.folder.glob("*.npz")) and state(st)["pooled"]["ok"]
+
+
+def test_int8_rows_keep_cosines_within_a_thousandth():
+    from stylesift.featurizer.search.ivf import quantize_rows
+
+    X = normalise(np.maximum(np.random.default_rng(3).standard_normal((200, 2048)), 0))
+    codes, scale = quantize_rows(X)
+    approx = codes.astype(np.float32) * scale[:, None]
+    assert codes.dtype == np.int8 and np.abs(approx @ X[0] - X @ X[0]).max() < 1e-3

@@ -106,3 +106,42 @@ def test_bench_index_measures_a_synthetic_and_a_real_store(tmp_path):
     make_store(tmp_path / "tiny.h5", 50)
     r = runner.invoke(app, ["bench", "index", "--store", str(tmp_path / "tiny.h5")])
     assert r.exit_code == 1 and "needs at least 2100" in r.output
+
+
+GROWER = textwrap.dedent("""
+    import sys
+    from stylesift.featurizer.search import index as ix
+    from stylesift.featurizer.search.bench import PrefixStore
+    from stylesift.featurizer.store import FeatureStore
+    ix.FLAT_MAX, ix.FIT_SAMPLE, ix.MERGE_ROWS, ix.BUILD_ROWS = 300, 2000, 1024, 1024
+    st = FeatureStore(sys.argv[1])
+    index = ix.SimilarityIndex(sys.argv[1])
+    print("start", flush=True)
+    while True:  # the store seen growing 150 rows a run: each update writes a part and merges the tail
+        for visible in range(3000, len(st) + 1, 150):
+            index.update(PrefixStore(st, st.path, visible))
+        index.rebuild(PrefixStore(st, st.path, 3000))
+""")
+
+
+def test_a_kill_during_incremental_updates_and_merges_loses_no_row_and_is_repaired(tmp_path):
+    path = tmp_path / "s.h5"
+    make_store(path, 6000)
+    before = [str(s) for s in FeatureStore(path).sha256]
+    for delay in (0.4, 1.1, 2.3):
+        proc = subprocess.Popen([sys.executable, "-c", GROWER, str(path)], stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"start"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        r = runner.invoke(app, ["store", "check", str(path), "--json"])
+        assert r.exit_code == 0 and json.loads(r.output)["healthy"], r.output
+        assert [str(s) for s in FeatureStore(path).sha256] == before
+        st = check_indexes(FeatureStore(path), repair=True)["pooled"]
+        assert st["ok"] or not st["built"], st
+        got = SimilarityIndex(path).search(FeatureStore(path), FeatureStore(path).features([42]), 3,
+                                           exclude=np.array([42]))
+        assert len(got[0][0]) == 3 and 42 not in got[0][0]  # whatever the kill left, a search answers
+    update(FeatureStore(path))
+    st = check_indexes(FeatureStore(path))["pooled"]
+    assert st["ok"] and st["indexed"] == 6000 and st["pending"] == 0

@@ -111,7 +111,7 @@ def test_prior_zero_warns_and_is_clipped():
     s = np.arange(len(X)) < 600
     with pytest.warns(UserWarning, match=r"class prior .* clipped to 0\.001: .*no more often than chance"):
         model = PUClassifier(random_state=0).fit(X, s)
-    assert model.prior_estimates_["prior_weight"] < PRIOR_FLOOR
+    assert model.prior_estimates_["prior_calibrated"] < PRIOR_FLOOR
     assert model.class_prior_ == PRIOR_FLOOR
     assert any("clipped" in note for note in model.notes_)
 
@@ -133,8 +133,9 @@ def test_thresholds_from_prior_and_from_target_recall(task):
     recall = PUClassifier(target_recall=0.8, random_state=0).fit(X, s)
     assert np.mean(recall.oof_scores_[s] >= recall.offset_) == pytest.approx(0.8, abs=0.01)
     assert recall.best_params_["threshold"] == "target_recall 0.8"
-    # The posterior rule: g / c = 1/2 exactly at the threshold.
-    assert 1 / (1 + np.exp(-posterior.offset_)) / posterior.label_frequency_ == pytest.approx(0.5)
+    # The posterior rule: g / c = 1/2 exactly at the threshold, g calibrated on the out-of-fold scores.
+    a, b = posterior.calibration_
+    assert 1 / (1 + np.exp(-(a * posterior.offset_ + b))) / posterior.label_frequency_ == pytest.approx(0.5)
     np.testing.assert_allclose(posterior.posterior(X[:50]) >= 0.5, posterior.predict(X[:50]))
     with pytest.raises(ValueError, match="threshold must be one of"):
         PUClassifier(threshold="median").fit(X, s)
@@ -204,3 +205,17 @@ def test_sklearn_contract(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # tiny generic data: priors are clipped
         check(estimator)
+
+
+def test_calibrated_prior_corrects_the_shrunk_scores():
+    # A strong penalty shrinks every log-odds towards the base rate: read off the raw scores the
+    # weighted estimate falls well short of the truth; calibrated on the out-of-fold scores
+    # (Platt) it recovers it.
+    X, y, s = blobs(900, 1800, 1 / 3, seed=8)
+    model = PUClassifier(C=0.0003, random_state=0).fit(X, s)
+    truth = y[~s].mean()
+    raw, calibrated = model.prior_estimates_["prior_weight"], model.class_prior_
+    assert abs(calibrated - truth) <= 0.05
+    assert abs(calibrated - truth) < abs(raw - truth)
+    a, b = model.calibration_
+    assert a > 1  # the shrunk scores are stretched back

@@ -1,5 +1,5 @@
-"""Extraction on a local Ray cluster: same store as local mode, workers refused on another feature space,
-a worker killed mid-run costs nothing. One 2-CPU cluster and one pair of workers for the whole module."""
+"""Extraction on a local Ray cluster: same store as local mode (every feature set, new rows and backfill), workers
+refused on another feature space, a worker killed mid-run costs nothing. One 2-CPU cluster and one pair of workers for the whole module."""
 
 from __future__ import annotations
 
@@ -101,6 +101,60 @@ def test_a_worker_with_other_weights_is_refused_before_anything_is_sent(cluster,
     with FeatureStore(store) as st:
         assert len(st) == 0  # nothing featurized; only the driver-side failure of gone.jpg is recorded
         assert [f.path for f in st.failures] == [str(inputs[1])]
+
+
+def set_rows(store, name) -> dict:
+    """sha256 → features of set ``name``, for every row that holds it."""
+    st = FeatureStore(store)
+    has = st.has_features(name)
+    return {st.sha256[i]: x for i, x, h in zip(range(len(st)), st.features(feature_set=name), has) if h}
+
+
+def assert_same_sets(ours, theirs, names):
+    for name in names:
+        a, b = set_rows(ours, name), set_rows(theirs, name)
+        assert a.keys() == b.keys() and a, name
+        for sha, x in a.items():
+            cos = float(x @ b[sha] / (np.linalg.norm(x) * np.linalg.norm(b[sha])))
+            assert cos >= 0.9999, (name, sha, cos)
+            np.testing.assert_allclose(x, b[sha], rtol=1e-4, atol=1e-4)
+
+
+# Second: it holds one CPU with its own worker and frees it before the shared `engine` fixture starts.
+def test_detail_and_style_on_workers_equal_local_ones_new_rows_and_backfill(cluster, weights, inputs, local_store,
+                                                                             tmp_path):
+    from stylesift.featurizer.extract import Featurizer
+
+    sets = ("pooled", "style", "detail")
+    big = write_pictures(tmp_path / "big", 3, seed=5, size=(420, 330))  # the grid spread over the frame
+    paths = [*inputs, tmp_path / "big"]
+    local = Featurizer(weights, batch_size=8, workers=2, runtime="keras", feature_sets=sets)
+    local.extract(paths, tmp_path / "local.h5", label="good")
+    pooled_only = [tmp_path / "pooled-ray.h5", tmp_path / "pooled-local.h5"]
+    for copy in pooled_only:  # stores of pooled rows only, to backfill
+        shutil.copy(local_store, copy)
+        shutil.copytree(f"{local_store}.parts", f"{copy}.parts")
+    local.extract(inputs, pooled_only[1])
+    with RayEngine(weights, batch_size=4, workers=1, feature_sets=sets) as eng:
+        report = eng.extract(paths, tmp_path / "ray.h5", label="good")
+        assert (report.new, report.cached, len(report.failed)) == (33, 1, 3)
+        assert report.segments_attached > 0  # the worker wrote every set into its own segments
+        assert all(w["fingerprint_ids"].keys() == set(sets) for w in eng.workers_)
+        refill = eng.extract(inputs, pooled_only[0])
+        assert (refill.new, refill.cached, refill.refilled) == (0, 31, 30)
+    assert_same_store(tmp_path / "ray.h5", tmp_path / "local.h5")  # rows, paths, labels, failures, pooled
+    assert_same_sets(tmp_path / "ray.h5", tmp_path / "local.h5", sets)
+    assert FeatureStore(pooled_only[0]).has_features("detail").all()
+    assert_same_sets(pooled_only[0], pooled_only[1], sets)
+    np.testing.assert_array_equal(FeatureStore(pooled_only[0]).features(), FeatureStore(local_store).features())
+    assert len(big) == 3
+    from stylesift.cli.main import app
+
+    # The command line takes --features with --engine ray (all known here: no worker is started).
+    again = CliRunner().invoke(app, ["extract", *map(str, paths), "--store", str(tmp_path / "ray.h5"), "--engine", "ray",
+                                     "--features", "pooled,style,detail", "--json"])
+    assert again.exit_code == 3, again.output  # done, with the three known failures
+    assert (json.loads(again.stdout)["new"], json.loads(again.stdout)["rows"]) == (0, 33)
 
 
 def test_ray_store_equals_local_store(engine, inputs, local_store, tmp_path):

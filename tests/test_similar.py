@@ -149,3 +149,32 @@ def test_report_writes_a_contact_sheet(store, tmp_path):
     res = run("similar", shas[3], "--store", path, "--k", 2, "--report", out)
     assert res.exit_code == 0, res.output
     assert out.exists() and "stylesift similar" in out.read_text()
+
+
+def test_row_details_give_the_ids_and_labels_of_a_few_rows_as_the_full_columns_do(store):
+    from stylesift.featurizer.store import Verdict
+
+    path, _, shas = store
+    with FeatureStore(path, "a") as w:
+        w.update(shas[21], label="ordinary")  # a label set after extract
+        w.add_verdicts([Verdict(shas[3], "rejected", "ann", 1.0), Verdict(shas[21], "picked", "bob", 2.0)])
+    st = FeatureStore(path)
+    rows = [3, 21, 30, 0]
+    assert st.row_details(rows) == [(str(st.sha256[r]), str(st.labels[r])) for r in rows]
+    assert [label for _, label in st.row_details(rows)] == ["rejected", "picked", "", "good"]
+
+
+def test_the_command_line_loads_no_model_library_and_the_dedupe_default_agrees():
+    import subprocess
+    import sys
+
+    from stylesift.classifiers.grouping import DEFAULT_THRESHOLD
+    from stylesift.cli.options import DEDUPE_THRESHOLD
+
+    assert DEDUPE_THRESHOLD == DEFAULT_THRESHOLD
+    # `similar` on a stored sha256 must start fast: no scikit-learn, TensorFlow or OpenVINO behind the CLI's import
+    code = ("import sys, stylesift.cli.main; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'sklearn', 'tensorflow', 'keras', 'openvino', 'onnxruntime'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -22,11 +22,13 @@ from stylesift.featurizer import tiles as tiling
 from stylesift.featurizer.weights import Weights
 
 # conv2 alone matched conv2 + conv3 on sensor noise and defocus (logistic regression, 5 folds:
-# 0.995-0.997 accuracy either way) at 45 % of the compute; conv1 added nothing.
-DETAIL_LAYERS = ("conv2_block3_out",)
+# 0.995-0.997 accuracy either way) at 45 % of the compute; conv1 added nothing. Version 2 stops at
+# conv2's second block on 112-px tiles: 12.6 instead of 19.4 CPU-ms an image, no loss measured
+# (block 1 lost 0.009 on defocus; docs/choosing-features.md).
+DETAIL_LAYERS = ("conv2_block2_out",)
 DETAIL_CHANNELS = 256
 STATISTICS = ("mean", "std")
-DETAIL_VERSION = 1  # bump when layers, statistics or pooling change: part of the fingerprint
+DETAIL_VERSION = 2  # bump when layers, statistics or pooling change: part of the fingerprint
 DETAIL_DIM = DETAIL_CHANNELS * len(DETAIL_LAYERS) * len(STATISTICS)
 FLOAT32_MIN_COSINE = 0.9999  # OpenVINO float32 against Keras, per image, to share the float32 detail space
 

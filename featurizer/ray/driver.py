@@ -4,10 +4,12 @@ The driver does everything that decides *what* is in the store, exactly as local
 it lists the paths, hashes every file (:func:`featurizer.extract.prepare_file` without decoding),
 skips content the store already holds and unchanged failures, groups equal content under one row,
 and is the only process that opens the store for writing. Only the path and expected sha256 of new
-content travel to the workers (:mod:`featurizer.ray.worker`), each of which builds the backbone the
-driver's spec names (:func:`featurizer.ray.rules.worker_spec`) and refuses all work when its feature
-fingerprint differs from the driver's. Where workers see the store's folder they write their batches
-as segment files and the driver only attaches them.
+content travel to the workers (:mod:`featurizer.ray.worker`), each of which builds the featurizer the
+driver's spec names (:func:`featurizer.ray.rules.worker_spec`) and refuses all work when a feature
+fingerprint of any set differs from the driver's. Where workers see the store's folder they write their
+batches as segment files and the driver only attaches them. Stored rows that lack a requested set
+(``--features pooled,detail`` on a pooled store) go to the workers as *refill* batches: only the
+missing sets come back, and the driver adds them to the existing rows, as local extraction does.
 
 A worker that dies is restarted by Ray (``max_restarts``) and its unfinished batches are run again
 (``max_task_retries``); rows are keyed by content, so a batch delivered twice adds nothing twice.
@@ -49,10 +51,14 @@ from stylesift.featurizer.weights import Weights
 
 @dataclass
 class _Batch:
-    """Content sent to one worker call: ``items[i]`` is the first file seen with ``sha256s[i]``."""
+    """Content sent to one worker call: ``items[i]`` is the first file seen with ``sha256s[i]``.
+
+    ``sets``: a refill of rows the store holds, with only these sets asked for; None: new rows.
+    """
 
     items: list[PreparedFile]
     worker: int
+    sets: list[str] | None = None
     sha256s: list[str] = field(init=False)
 
     def __post_init__(self):
@@ -92,12 +98,16 @@ class RayEngine:
         segment file of its own and the driver only attaches it: features never travel through Ray.
         None (default): each worker finds out by looking for a probe file the driver leaves there;
         False: features always travel to the driver, which writes them.
+    feature_sets : tuple of str
+        The stored sets to compute (``pooled``, ``style``, ``detail``; see :class:`Featurizer`); rows
+        the store holds without one of them get it (a backfill on the workers).
     """
 
     def __init__(self, weights: Weights | str | os.PathLike | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  workers: int | None = None, address: str | None = None, cpus_per_worker: int = 1,
                  ship_weights: bool = True, runtime_env: dict | None = None, max_retries: int = 3,
-                 start_timeout: float = 600.0, input_size: int = INPUT_SIZE, write_segments: bool | None = None):
+                 start_timeout: float = 600.0, input_size: int = INPUT_SIZE, write_segments: bool | None = None,
+                 feature_sets: tuple[str, ...] = ("pooled",)):
         self.weights = weights
         self.batch_size = batch_size
         self.workers = workers
@@ -109,6 +119,7 @@ class RayEngine:
         self.start_timeout = start_timeout
         self.input_size = input_size
         self.write_segments = write_segments
+        self.feature_sets = feature_sets
 
     # ------------------------------------------------------------------ public
     def extract(self, paths: Iterable[str | os.PathLike], store: str | os.PathLike, *, label: str | None = None,
@@ -125,6 +136,9 @@ class RayEngine:
         files, skipped = walk(paths)
         report = ExtractReport(store=str(store), skipped=skipped)
         with FeatureStore(store, "a", fingerprint=self.fingerprint_, lock_timeout=lock_timeout) as st:
+            for name, fp in self.fingerprints_.items():
+                if name != "pooled":
+                    st.declare_set(name, fp)
             run = _Run(self, st, report, label, len(files), progress)
             try:
                 run.feed(self._hashed(files, run.ledger))
@@ -165,9 +179,11 @@ class RayEngine:
     # ---------------------------------------------------------------- internals
     def _resolve(self) -> None:
         if getattr(self, "fingerprint_", None) is None:
+            rules.check_feature_sets(True, tuple(self.feature_sets))
             featurizer = Featurizer(self.weights, batch_size=self.batch_size, input_size=self.input_size,
-                                    space=rules.SPACE, runtime=rules.RUNTIME, feature_sets=rules.FEATURE_SETS)
+                                    space=rules.SPACE, runtime=rules.RUNTIME, feature_sets=tuple(self.feature_sets))
             self.weights_, self.fingerprint_ = featurizer.weights, featurizer.fingerprint
+            self.fingerprints_ = featurizer.fingerprints
 
     def _hashed(self, files: list[Path], ledger: Ledger) -> Iterator[PreparedFile]:
         """Read and hash files in threads (no decoding: that is the workers' job), in order, read-ahead bounded."""
@@ -208,11 +224,11 @@ class RayEngine:
         # Named, so that operators (and tests) can find the workers with ray.get_actor.
         self.actor_names_ = [f"stylesift-{run_id}-{i}" for i in range(n)]
         worker = ray.remote(Worker)
-        spec = rules.worker_spec(self.input_size)
+        spec = rules.worker_spec(self.input_size, tuple(self.fingerprints_))
         self._actors = [
             worker.options(name=name, num_cpus=self.cpus_per_worker, max_restarts=self.max_retries,
                            max_task_retries=self.max_retries, runtime_env=env)
-            .remote(self.fingerprint_, spec, source, explicit, self.cpus_per_worker)
+            .remote(self.fingerprints_, spec, source, explicit, self.cpus_per_worker)
             for name in self.actor_names_
         ]
         infos = [actor.info.remote() for actor in self._actors]
@@ -282,6 +298,8 @@ class _Run:
             (incoming / f".probe-{token}").write_text("stylesift: workers that can read this write their own segments\n")
             self.drop = (str(incoming), token)
         self.batch: list[PreparedFile] = []
+        self.refill: list[PreparedFile] = []  # stored contents that lack a requested set
+        self.lacking_rows, self.lacking_sets = _lacking(st, engine.feature_sets)
         self.in_flight: dict = {}  # ObjectRef → _Batch
         self.lost: list[_Batch] = []
         self.lost_reason = ""
@@ -294,6 +312,8 @@ class _Run:
             self._collect(block=False)
         if not self.lost and self.batch:
             self._send()
+        if not self.lost and self.refill:
+            self._send(refill=True)
         while self.in_flight:
             self._collect(block=True)
 
@@ -310,10 +330,15 @@ class _Run:
             self.batch.append(item)
             if len(self.batch) >= self.engine.batch_size:
                 self._send()
+        elif outcome is Outcome.CACHED and self.st.row_of(item.sha256) in self.lacking_rows:
+            self.lacking_rows.discard(self.st.row_of(item.sha256))  # one refill per content; ticked when it is back
+            self.refill.append(item)
+            if len(self.refill) >= self.engine.batch_size:
+                self._send(refill=True)
         elif outcome is not Outcome.DUPLICATE:  # a duplicate is counted when its content is settled
             self._tick()
 
-    def _send(self) -> None:
+    def _send(self, refill: bool = False) -> None:
         actors = self.engine._start()
         # Two batches per worker keep each busy while the last result travels back, and bound memory.
         while len(self.in_flight) >= 2 * len(actors):
@@ -323,10 +348,15 @@ class _Run:
         load = [0] * len(actors)
         for b in self.in_flight.values():
             load[b.worker] += 1
-        batch = _Batch(self.batch, worker=int(np.argmin(load)))
-        self.batch = []
-        ref = actors[batch.worker].featurize.remote([(it.sha256, str(it.path)) for it in batch.items], drop=self.drop,
-                                                    label=self.label)
+        if refill:
+            batch = _Batch(self.refill, worker=int(np.argmin(load)), sets=sorted(self.lacking_sets))
+            self.refill = []
+        else:
+            batch = _Batch(self.batch, worker=int(np.argmin(load)))
+            self.batch = []
+        ref = actors[batch.worker].featurize.remote([(it.sha256, str(it.path)) for it in batch.items],
+                                                    drop=None if refill else self.drop, label=self.label,
+                                                    sets=batch.sets)
         self.in_flight[ref] = batch
 
     def _collect(self, block: bool) -> None:
@@ -348,6 +378,9 @@ class _Run:
             self._store(batch, result)
 
     def _store(self, batch: _Batch, result: dict) -> None:
+        if batch.sets is not None:
+            self._refilled(batch, result)
+            return
         if result.get("segment"):
             # Written by the worker on the shared file system (finite rows only): attach it, then record
             # the other names each content was met under.
@@ -370,6 +403,21 @@ class _Run:
         self.ledger.drop(batch.sha256s)  # anything the worker returned neither way
         self.st.maybe_commit()
 
+    def _refilled(self, batch: _Batch, result: dict) -> None:
+        """Add the sets a refill batch brought back to the rows that lacked them (finite rows only)."""
+        shas = list(result["sha256"])
+        for name, X in result["features"].items():
+            good = np.isfinite(X).all(axis=1) if len(shas) else np.zeros(0, bool)
+            if name != "pooled" and good.any():
+                self.st.add_features(name, [sha for sha, g in zip(shas, good) if g], np.asarray(X)[good])
+        path_of = {it.sha256: str(it.path) for it in batch.items}
+        for sha, error in result["errors"].items():
+            # The row stays as it was and lacks the set still: the next run tries the file again.
+            self.report.failed.append({"path": path_of[sha], "error": error, "retried": True})
+        self.report.refilled = getattr(self.report, "refilled", 0) + len(shas)
+        self._tick(len(batch.items))
+        self.st.maybe_commit()
+
     def _tick(self, files: int = 1) -> None:
         self.done += files
         if self.progress:
@@ -384,6 +432,18 @@ class _WeightsSource:
 
     def blob(self) -> bytes:
         return self._blob
+
+
+def _lacking(st: FeatureStore, feature_sets) -> tuple[set[int], set[str]]:
+    """Rows of ``st`` that lack one of ``feature_sets`` besides ``pooled``, and which of those sets are lacking."""
+    rows: set[int] = set()
+    sets: set[str] = set()
+    for name in feature_sets:
+        if name != "pooled" and len(st):
+            missing = np.flatnonzero(~st.has_features(name)).tolist()
+            rows.update(missing)
+            sets.update([name] if missing else [])
+    return rows, sets
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:

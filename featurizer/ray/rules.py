@@ -1,9 +1,10 @@
 """What the Ray engine computes, and the options it refuses: the rules the command line checks first.
 
-The workers run one feature space on one runtime: float32 ResNet50 on Keras, pooled set only.
-:func:`worker_spec` is what the driver sends each worker to build its backbone from; the checks
-below say, option by option, why anything else is refused (the command line shows the message as a
-usage error on that option).
+The workers run one feature space on one runtime: float32 ResNet50 on Keras, with any of the
+feature sets local extraction computes (``pooled``, ``style``, and ``detail`` from native-resolution
+tiles, which each worker decodes from the file itself). :func:`worker_spec` is what the driver sends
+each worker to build its networks from; the checks below say, option by option, why anything else is
+refused (the command line shows the message as a usage error on that option).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from stylesift.featurizer.space import INPUT_SIZE
 SPACE = "float32"
 RUNTIME = "keras"
 RUNTIMES = ("auto", RUNTIME)  # what --runtime may say with --engine ray
-FEATURE_SETS = ("pooled",)
+FEATURE_SETS = ("pooled", "style", "detail")  # every stored set the workers can compute
 
 
-def worker_spec(input_size: int = INPUT_SIZE) -> dict:
-    """The backbone every worker builds (through :func:`featurizer.backbones.runtimes.build`)."""
-    return {"space": SPACE, "runtime": RUNTIME, "feature_sets": list(FEATURE_SETS), "input_size": int(input_size)}
+def worker_spec(input_size: int = INPUT_SIZE, feature_sets: tuple[str, ...] = ("pooled",)) -> dict:
+    """What every worker builds: the :class:`~stylesift.featurizer.extract.Featurizer` of these settings."""
+    return {"space": SPACE, "runtime": RUNTIME, "feature_sets": list(feature_sets), "input_size": int(input_size)}
 
 
 def check_options(ray: bool, *, address: str | None = None, precision: str = SPACE,
@@ -41,5 +42,6 @@ def check_options(ray: bool, *, address: str | None = None, precision: str = SPA
 
 def check_feature_sets(ray: bool, feature_sets: tuple[str, ...]) -> None:
     """Raise :class:`RayOptionError` unless the engine chosen computes the stored sets ``feature_sets``."""
-    if ray and tuple(feature_sets) != FEATURE_SETS:
-        raise RayOptionError("the ray engine computes the pooled set only", "--features")
+    other = [name for name in feature_sets if name not in FEATURE_SETS]
+    if ray and other:
+        raise RayOptionError(f"the ray engine computes {', '.join(FEATURE_SETS)}, not {', '.join(other)}", "--features")

@@ -1,10 +1,12 @@
-"""The Ray engine's worker actor: builds the driver's backbone once, checks its fingerprint, featurizes batches.
+"""The Ray engine's worker actor: builds the driver's networks once, checks their fingerprints, featurizes batches.
 
-A worker is sent the driver's fingerprint and a backbone spec (:func:`featurizer.ray.rules.worker_spec`),
-builds that backbone with the same factory local extraction uses (:func:`featurizer.backbones.runtimes.build`),
-and refuses all work when what it loaded gives another feature space than the driver's store.
-Files are decoded with the same :func:`~featurizer.extract.prepare_file` as local mode, so failures
-carry the same reasons. Nothing here imports Ray or a network at import time.
+A worker is sent the driver's fingerprints (one per feature set) and a spec (:func:`featurizer.ray.rules.worker_spec`),
+builds the same :class:`~featurizer.extract.Featurizer` local extraction uses (its whole-image backbone and,
+for ``detail``, its tile network), and refuses all work when what it loaded gives another feature space
+than the driver's store in any set: other weights, or another recipe (a ``detail`` fingerprint names the
+tiles, layers and decoder of the stylesift installed on the node). Files are decoded with the same
+:func:`~featurizer.extract.prepare_file` as local mode (tiles included), so failures carry the same
+reasons and features are the same. Nothing here imports Ray or a network at import time.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from stylesift.featurizer.space import differences, fingerprint_id, same_space
 from stylesift.featurizer.store import NONFINITE, split_finite
 from stylesift.featurizer.weights import Weights
 
-PACKAGES = ("stylesift", "tensorflow", "keras", "numpy", "pillow")
+PACKAGES = ("stylesift", "tensorflow", "keras", "numpy", "pillow", "pyvips")
 
 
 class Worker:
@@ -36,9 +38,9 @@ class Worker:
     Parameters
     ----------
     expected : dict
-        The driver's (the store's) pooled fingerprint.
+        The driver's (the store's) fingerprints, ``{set: fingerprint}`` for every set of ``spec``.
     spec : dict
-        The backbone to build: ``space``, ``runtime``, ``feature_sets`` and ``input_size``.
+        What to build: ``space``, ``runtime``, ``feature_sets`` and ``input_size``.
     weights_source : str, optional
         Name of the actor holding the driver's weight file; None: ``weights_path`` is resolved here.
     weights_path : str, optional
@@ -57,9 +59,8 @@ class Worker:
         self.node = socket.gethostname()
         self.refused: str | None = None
         self.error: str | None = None
-        self.fingerprint: dict | None = None
-        self.feature_dim: int | None = None
-        self.backbone = None
+        self.fingerprints: dict | None = None
+        self.featurizer = None
         self.pool = ThreadPoolExecutor(max(2, threads), thread_name_prefix="stylesift-decode")
         try:
             self._load(expected, weights_source, weights_path, threads)
@@ -77,22 +78,18 @@ class Worker:
                 local = Path(tmp) / "shipped.weights.h5"
                 local.write_bytes(ray.get(ray.get_actor(weights_source).blob.remote()))
                 weights = Weights(notop=local, top=None, source="shipped by the Ray driver", fingerprint="")
-                self.backbone = self._build(weights, threads)
+                self.featurizer = self._build(weights, threads)
         else:
             weights = resolve(weights_path)
-            self.backbone = self._build(weights, threads)
-        self.fingerprint = self._loaded_fingerprint(weights)
-        self.feature_dim = int(self.fingerprint["feature_dim"])
-        if not same_space(expected, self.fingerprint):
-            diff = differences(expected, self.fingerprint)
-            self.refused = (f"Ray worker on {self.node} refused: its backbone gives another feature space than the "
-                            f"store's; differences (driver, worker): {diff}. Give every node the same weights "
-                            "(or let the driver ship them) and the same stylesift version.")
-            self.backbone = None
+            self.featurizer = self._build(weights, threads)
+        self.fingerprints = self._loaded_fingerprints(weights)
+        self.refused = refusal(expected, self.fingerprints, self.node)
+        if self.refused:
+            self.featurizer = None
 
     def _build(self, weights: Weights, threads: int):
-        """The spec's backbone, from the factory local extraction uses; one network thread per reserved CPU."""
-        from stylesift.featurizer.backbones import runtimes
+        """The spec's featurizer, its networks built now (while a shipped weight file exists); one thread per CPU."""
+        from stylesift.featurizer.extract import Featurizer
 
         if self.spec["runtime"] == "keras":
             import tensorflow as tf
@@ -100,34 +97,50 @@ class Worker:
             # Several workers on a node must not oversubscribe it.
             tf.config.threading.set_intra_op_parallelism_threads(max(1, int(threads)))
             tf.config.threading.set_inter_op_parallelism_threads(1)
-        return runtimes.build(weights, self.spec["space"], self.spec["runtime"], tuple(self.spec["feature_sets"]),
-                              input_size=self.input_size, threads=max(1, int(threads)))
+        featurizer = Featurizer(weights, workers=max(1, int(threads)), input_size=self.input_size,
+                                space=self.spec["space"], runtime=self.spec["runtime"],
+                                feature_sets=tuple(self.spec["feature_sets"]))
+        featurizer.backbone  # noqa: B018 - built here, not at the first batch
+        if featurizer.wants_detail:
+            featurizer.detail_net  # noqa: B018
+            _check_tile_decoder()
+        return featurizer
 
-    def _loaded_fingerprint(self, weights: Weights) -> dict:
-        """The pooled fingerprint of what was actually loaded, not what a cache record (or the driver) claims."""
+    def _loaded_fingerprints(self, weights: Weights) -> dict:
+        """``{set: fingerprint}`` of what was actually loaded, not what a cache record (or the driver) claims.
+
+        The weights are hashed value by value as the whole-image network holds them; the ``detail`` network
+        is loaded from the same file in this process, and its fingerprint adds this node's tile recipe.
+        """
         from stylesift.featurizer.backbones import runtimes
         from stylesift.featurizer.weights import values_fingerprint
 
-        network = getattr(self.backbone, "resnet", None)  # Keras: the weights as loaded, hashed value by value
+        network = getattr(self.featurizer.backbone, "resnet", None)  # Keras: the weights as loaded
         if network is None:
             raise RayEngineError(f"the {self.spec['runtime']} runtime cannot prove which weights it loaded; "
                                  "the Ray engine runs Keras")
         loaded = replace(weights, fingerprint=values_fingerprint(network))
-        return runtimes.pooled_fingerprint(loaded, self.spec["space"], input_size=self.input_size)
+        return runtimes.fingerprints(loaded, self.spec["space"], tuple(self.spec["feature_sets"]),
+                                     input_size=self.input_size)
 
     def info(self) -> dict:
         """Where this worker runs, whether it refused or failed to start, its package versions and CPU time."""
+        fingerprints = self.fingerprints or {}
         return {"node": self.node, "pid": os.getpid(), "refused": self.refused, "cpu_seconds": time.process_time(),
                 "error": f"Ray worker on {self.error}" if self.error else None,
-                "fingerprint_id": fingerprint_id(self.fingerprint) if self.fingerprint else None,
+                "fingerprint_id": fingerprint_id(fingerprints["pooled"]) if "pooled" in fingerprints else None,
+                "fingerprint_ids": {name: fingerprint_id(fp) for name, fp in fingerprints.items()},
                 "versions": versions()}
 
-    def featurize(self, batch: list[tuple[str, str]], drop: tuple[str, str] | None = None, label: str | None = None) -> dict:
+    def featurize(self, batch: list[tuple[str, str]], drop: tuple[str, str] | None = None, label: str | None = None,
+                  sets: list[str] | None = None) -> dict:
         """Decode and featurize ``[(sha256, path), ...]``.
 
-        Returns ``{"sha256": [...], "features": float32 (n_ok, feature_dim), "errors": {sha256: reason}}``:
+        Returns ``{"sha256": [...], "features": {set: float32 (n_ok, d)}, "errors": {sha256: reason}}``:
         the contents that worked, in order, and the reason (naming the file) for each that did not.
-        When ``drop`` is ``(folder, token)`` and this worker sees the driver's probe file in that folder,
+        ``sets``: only these sets, for rows the store holds already without them (a backfill; the
+        ``detail`` set alone needs no whole-image network); default: every set of the spec. When
+        ``drop`` is ``(folder, token)`` and this worker sees the driver's probe file in that folder,
         the finite rows are written there as a segment file instead: ``"segment"`` is its path and
         ``"features"`` is empty; non-finite rows are then among the ``errors``.
         """
@@ -135,8 +148,10 @@ class Worker:
             raise WorkerMismatch(self.refused)
         if self.error:
             raise RayEngineError(f"Ray worker on {self.error}")
-        items = list(self.pool.map(lambda sp: prepare_file(Path(sp[1]), self.input_size), batch))
-        ok, images, errors = [], [], {}
+        fz = self.featurizer
+        detail = fz.wants_detail and (sets is None or "detail" in sets)
+        items = list(self.pool.map(lambda sp: prepare_file(Path(sp[1]), self.input_size, detail=detail), batch))
+        ok, good_items, errors = [], [], {}
         for (sha, path), item in zip(batch, items):
             if item.error is not None:
                 if item.size == -1:
@@ -147,29 +162,69 @@ class Worker:
                 errors[sha] = f"{path}: changed while being extracted (other content than when listed); run again"
             else:
                 ok.append(sha)
-                images.append(item.image)
-        features = self.backbone(np.stack(images)) if images else np.zeros((0, self.feature_dim), np.float32)
-        if ok and drop is not None and os.path.exists(os.path.join(drop[0], f".probe-{drop[1]}")):
+                good_items.append(item)
+        features = self._features(good_items, sets)
+        if ok and sets is None and drop is not None and os.path.exists(os.path.join(drop[0], f".probe-{drop[1]}")):
             path_of = dict(batch)
             good, feats, bad = split_finite(ok, features)
             for sha in bad:
                 errors[sha] = f"{path_of[sha]}: {NONFINITE}"
             segment = write_own_segment(drop, good, feats, [path_of[sha] for sha in good], label) if good else None
-            return {"sha256": good, "features": np.zeros((0, features.shape[1]), np.float32), "errors": errors,
-                    "segment": segment}
+            return {"sha256": good, "features": {}, "errors": errors, "segment": segment}
         return {"sha256": ok, "features": features, "errors": errors}
 
+    def _features(self, items: list, sets: list[str] | None) -> dict[str, np.ndarray]:
+        """``{set: float32 (n, d)}`` of decoded files, as local extraction computes them (``sets``: only those)."""
+        fz = self.featurizer
+        if not items:
+            return {name: np.zeros((0, int(fp["feature_dim"])), np.float32) for name, fp in self.fingerprints.items()
+                    if sets is None or name in sets}
+        tiles = np.stack([it.tiles for it in items]) if items[0].tiles is not None else None
+        if sets is not None and set(sets) == {"detail"}:
+            return {"detail": fz.detail_net(tiles)}
+        out = fz.featurize_sets(np.stack([it.image for it in items]), tiles)
+        return out if sets is None else {name: out[name] for name in sets}
 
-def write_own_segment(drop: tuple[str, str], sha256s: list[str], features: np.ndarray, paths: list[str],
+
+def refusal(expected: dict[str, dict], loaded: dict[str, dict], node: str) -> str | None:
+    """Why a worker on ``node`` must not work for the driver (None when every set is the driver's space).
+
+    ``expected`` and ``loaded`` are ``{set: fingerprint}``: the driver's (its store's) and what the worker
+    loaded. A set the driver asks for that the worker cannot name is a difference too.
+    """
+    differ = {name: differences(fp, loaded.get(name) or {}) for name, fp in expected.items()
+              if not same_space(fp, loaded.get(name))}
+    if not differ:
+        return None
+    sets = ", ".join(differ)
+    return (f"Ray worker on {node} refused: it gives another feature space than the store's in {sets}; "
+            f"differences (driver, worker): {differ}. Give every node the same weights (or let the driver ship "
+            "them) and the same stylesift version (the detail set's recipe is part of it).")
+
+
+def _check_tile_decoder() -> None:
+    """Decode the tiles of a tiny JPEG now, so a node that cannot (no libvips) fails at start with the fix."""
+    import io
+
+    from PIL import Image
+
+    from stylesift.featurizer.tiles import load_tiles
+
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (128, 128, 128)).save(out, "JPEG")
+    load_tiles(out.getvalue(), "the worker's start-up check")
+
+
+def write_own_segment(drop: tuple[str, str], sha256s: list[str], features: dict[str, np.ndarray], paths: list[str],
                       label: str | None) -> str:
-    """Write one batch as a segment file in the store's incoming folder (atomically); its path."""
+    """Write one batch (``{set: float32 (n, d)}``) as a segment file in the store's incoming folder, atomically; its path."""
     from stylesift.featurizer.store.segments import write_segment
 
     folder, token = drop
     final = os.path.join(folder, f"{token}-{uuid.uuid4().hex[:12]}.h5")
     # The temp name holds the token too: the driver clears a lost batch's leftovers with the probe.
     with atomic_path(final) as tmp:
-        write_segment(tmp, np.array(sha256s, "S64"), {"pooled": np.asarray(features, np.float32)},
+        write_segment(tmp, np.array(sha256s, "S64"), {k: np.asarray(X, np.float32) for k, X in features.items()},
                       [label or ""] * len(sha256s), [[os.fsencode(p)] for p in paths], np.full(len(sha256s), time.time()))
     return final
 

@@ -5,7 +5,12 @@ last month's pick or reject), so that it stays out of the picks (``--keep-seen``
 with a verdict are a small part of a store (what people reviewed), so they are searched exactly, in
 blocks, against the batch: the answer never depends on an index being current.
 
-Similarity is the cosine of the stored feature vectors (``pooled`` by default). A query's own row
+Without the query images (``thumb_of`` None) the rule is the cosine of the stored feature vectors
+(``pooled`` by default) ≥ ``threshold``. With them, the :data:`CANDIDATES` judged rows nearest by
+cosine are confirmed by pixel alignment (:func:`~stylesift.featurizer.search.reposts.alignment` ≥
+``match``): crops keeping 70 % of the area, resizes and hard recompressions of small images are found
+(``benchmarks/reposts.py``) without marking photos that are merely alike. A judged row whose file is
+gone (or holds other bytes now) falls back to the cosine rule. A query's own row
 never matches it: the question is whether *another* image was judged, so re-scoring a folder that
 holds reviewed images does not mark them by their own verdicts.
 """
@@ -13,13 +18,19 @@ holds reviewed images does not mark them by their own verdicts.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from stylesift.featurizer.search.exact import exact_top_k, normalise, store_blocks
+from stylesift.featurizer.search.reposts import MATCH_THRESHOLD, alignment, thumbnail_of
 
-__all__ = ["seen_before", "HISTORY_THRESHOLD"]
+__all__ = ["seen_before", "HISTORY_THRESHOLD", "CANDIDATES"]
+
+CANDIDATES = 5  # judged rows per query checked by alignment: the copied row was in the top 5 for 99.7 % of copies
+
+# Judged rows' thumbnails, per (store path, sha256), for the life of the process (None: file gone or changed).
+_THUMBS: dict[tuple[str, str], object] = {}
 
 # Cosine of pooled features at which an upload counts as a repost of a judged image: the near-duplicate
 # threshold of ``score`` (measured in docs/benchmarks.md: crops keeping 81 % of the area, recompressions
@@ -28,7 +39,8 @@ HISTORY_THRESHOLD = 0.90
 
 
 def seen_before(store, sha256s: Sequence[str], features: np.ndarray, *, threshold: float = HISTORY_THRESHOLD,
-                feature_set: str = "pooled") -> list[dict | None]:
+                feature_set: str = "pooled", thumb_of: Callable[[int], np.ndarray | None] | None = None,
+                match: float = MATCH_THRESHOLD) -> list[dict | None]:
     """For each query, the most similar other stored row with a verdict, if its cosine is ≥ ``threshold``.
 
     Parameters
@@ -39,6 +51,9 @@ def seen_before(store, sha256s: Sequence[str], features: np.ndarray, *, threshol
         The queries' contents, ``(q,)``: their own rows are never returned.
     features : ndarray
         The queries' ``feature_set`` features, ``(q, d)``.
+    thumb_of : callable, optional
+        Query index → grey thumbnail (:func:`~stylesift.featurizer.search.reposts.thumbnail_of`) or None;
+        given, candidates are confirmed by alignment ≥ ``match`` instead of cosine ≥ ``threshold``.
 
     Returns
     -------
@@ -62,17 +77,46 @@ def seen_before(store, sha256s: Sequence[str], features: np.ndarray, *, threshol
     if not len(rows):
         return [None] * q
     own = store.rows_of(list(sha256s))
-    top = exact_top_k(normalise(features), store_blocks(store, np.sort(rows), feature_set), 1, exclude=own)
+    top = exact_top_k(normalise(features), store_blocks(store, np.sort(rows), feature_set),
+                      CANDIDATES if thumb_of is not None else 1, exclude=own)
     out: list[dict | None] = []
-    for (found, sims), _ in zip(top.result(), sha256s):
-        if not len(found) or not np.isfinite(sims[0]) or sims[0] < threshold:
+    for i, (found, sims) in enumerate(top.result()):
+        hit = None
+        query = None
+        for row, sim in zip(found, sims):
+            if not np.isfinite(sim):
+                continue
+            row = int(row)
+            judged = _judged_thumbnail(store, row) if thumb_of is not None else None
+            if judged is not None and query is None:
+                query = thumb_of(i)
+                query = False if query is None else query
+            if judged is None or query is False:  # no pixels to compare: the cosine rule decides
+                if sim >= threshold:
+                    hit = (row, float(sim))
+                    break
+                continue
+            ncc = alignment(query, judged)
+            if ncc >= match:
+                hit = (row, ncc)
+                break
+        if hit is None:
             out.append(None)
             continue
-        row = int(found[0])
+        row, similarity = hit
         sha = str(store.sha256[row])
         verdict = latest[sha]
         paths = store.paths(row)
         out.append({"sha256": sha, "path": paths[0] if paths else "", "label": verdict.label,
                     "date": time.strftime("%Y-%m-%d", time.localtime(verdict.time)),
-                    "similarity": round(float(sims[0]), 4)})
+                    "similarity": round(similarity, 4)})
     return out
+
+
+def _judged_thumbnail(store, row: int):
+    """The judged row's thumbnail from the first of its paths that still holds its content, or None."""
+    sha = str(store.sha256[row])
+    key = (str(store.path), sha)
+    if key not in _THUMBS:
+        _THUMBS[key] = next((t for t in (thumbnail_of(p, sha256=sha) for p in store.paths(row)) if t is not None), None)
+    return _THUMBS[key]

@@ -8,16 +8,23 @@ Keeping in step: the store only appends rows (row ``i`` stays row ``i``) except 
 ``check --repair`` renumber them. Each part file therefore records the store rows it covers, as runs,
 and a few ``(row, sha256)`` checks; an update indexes only rows no part covers (its cost is that of the
 run it adds) and a check that no longer holds (the store was renumbered) makes the next update rebuild.
-Small trailing parts are merged like the store's segments (a binary counter, up to
+Small trailing parts are merged like the store's segments (a binary counter, one merge an update, up to
 :data:`MERGE_ROWS`), so the number of files stays logarithmic and no update rewrites much.
 
-When to refit the quantizer: a flat index (exact scan of float16 unit rows) up to :data:`FLAT_MAX`
+How a search uses it: the reduced vectors (float32, memory-mapped) pick ``RERANK`` candidates from the
+nearest lists; an int8 copy of the candidates' full unit rows, kept in the part files, re-ranks them
+to ``k + EXACT_MARGIN``; only those are read from the store, whose float32 rows give the exact cosines
+returned. The store is thus read for a dozen rows a query, not a hundred (an HDF5 row read costs about
+0.17 ms), and opening an index reads no vector.
+
+When to refit the quantizer: a flat index (exact scan of the float32 unit rows, memory-mapped) up to :data:`FLAT_MAX`
 rows with features; then a projection + inverted file fitted on a sample, refitted (a rebuild) each
 time the store has grown :data:`REFIT_GROWTH` times past the rows it was fitted on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -26,19 +33,23 @@ import numpy as np
 from stylesift.featurizer.search import files
 from stylesift.featurizer.search.exact import TopK, exact_top_k, normalise, store_blocks
 from stylesift.featurizer.search.files import IndexDamage
-from stylesift.featurizer.search.ivf import InvertedLists, Quantizer
+from stylesift.featurizer.search.ivf import MAPPED, InvertedLists, Quantizer, merge_arrays, part_arrays
 
 __all__ = ["SimilarityIndex", "FLAT_MAX", "REFIT_GROWTH", "MERGE_ROWS", "FIT_SAMPLE", "NPROBE", "RERANK", "RERANK_LARGE",
-           "LARGE_ROWS"]
+           "LARGE_ROWS", "EXACT_MARGIN", "BUILD_ROWS", "NPROBE_LARGE"]
 
-FLAT_MAX = 20_000      # below this an exact scan of in-memory float16 rows is as fast as any index
+FLAT_MAX = 20_000      # below this an exact scan of the unit rows is as fast as any index
 REFIT_GROWTH = 8       # refit once the store holds 8× the rows the quantizer was fitted on
-MERGE_ROWS = 65_536    # largest part a merge makes
+MERGE_ROWS = 32_768    # largest part a merge makes: an update merges once at most, so it rewrites at most this
+                       # many rows (3 KB each with the int8 rows: 64k-row merges in cascade took 1.9 s at 1M rows)
+BUILD_ROWS = 4 * MERGE_ROWS  # parts a rebuild writes: a query scans each part's probed lists, so fewer is faster
 FIT_SAMPLE = 32_768    # rows the quantizer is fitted on (contiguous runs spread over the store)
 NPROBE = 24            # lists scanned per query (widened when a filter leaves too few candidates)
 RERANK = 50            # candidates re-ranked with exact cosines on the stored float32 rows ...
-RERANK_LARGE = 100     # ... and from LARGE_ROWS on: measured recall@10 at 1M rows was 0.90 with 50, 0.97 with 100
+RERANK_LARGE = 200     # ... and from LARGE_ROWS on, with NPROBE_LARGE lists: at 1M rows (int8 re-rank) recall@10
+NPROBE_LARGE = 16      # was 0.937 with 24 lists / 60 candidates, 0.978 with 24 / 100, 0.997 with 16 / 200 (14 ms)
 LARGE_ROWS = 250_000
+EXACT_MARGIN = 5       # candidates beyond k re-read from the store after the int8 re-rank (its error is ~1e-3)
 CHECKS = 8             # (row, sha256) pairs each part records to notice a renumbered store
 
 
@@ -58,6 +69,7 @@ class SimilarityIndex:
         self.feature_set = feature_set
         self.folder = files.set_folder(self.store_path, feature_set)
         self._loaded: tuple[str, InvertedLists] | None = None  # (sidecar text, lists) of the last load
+        self._checked: tuple | None = None  # ((store, rows, sidecar text), (doc, lists)) of the last check
 
     # ----------------------------------------------------------------- state
     def sidecar(self) -> dict | None:
@@ -155,46 +167,46 @@ class SimilarityIndex:
             sample = _sample_rows(rows, FIT_SAMPLE)
             X = np.concatenate([normalise(X) for _, X in store_blocks(store, sample, self.feature_set)])
             q, kind = Quantizer.fit(X), "ivf"
-        entry = files.write_arrays(self.folder / f"quantizer-{gen}.npz", q.arrays())
+        entry = files.write_arrays(self.folder / f"quantizer-{gen}{files.SUFFIX}", q.arrays())
         entry.update(kind=kind, fitted_rows=int(len(rows)), nlist=q.nlist, reduced_dim=q.reduced_dim)
         doc = {"format": files.FORMAT, "version": files.VERSION, "feature_set": self.feature_set,
                "fingerprint": store.feature_sets.get(self.feature_set), "generation": gen, "next_part": 0,
                "quantizer": entry, "parts": [], "built": time.time()}
-        for start in range(0, len(rows), MERGE_ROWS):
-            doc["parts"].append(self._write_part(store, q, doc, rows[start:start + MERGE_ROWS]))
+        size = max(BUILD_ROWS, MERGE_ROWS)
+        for start in range(0, len(rows), size):
+            doc["parts"].append(self._write_part(store, q, doc, rows[start:start + size]))
         files.write_sidecar(self.folder, doc)
         files.remove_unnamed(self.folder, doc)
         self._loaded = None
         return int(len(rows))
 
     def _write_part(self, store, q: Quantizer, doc: dict, rows: np.ndarray) -> dict:
-        vectors = np.empty((len(rows), q.reduced_dim), np.float16)
-        lists = np.empty(len(rows), np.int32)
-        done = 0
-        for block, X in store_blocks(store, rows, self.feature_set):
-            Z = q.project(normalise(X))
-            vectors[done:done + len(block)] = Z
-            lists[done:done + len(block)] = q.assign(Z)
-            done += len(block)
-        return self._save_part(doc, rows, vectors, lists, _checks(store, rows))
+        # block by block (memory: one store block, not the part's float32 rows), then grouped by list
+        blocks = [part_arrays(q, block, normalise(X)) for block, X in store_blocks(store, rows, self.feature_set)]
+        arrays = blocks[0] if len(blocks) == 1 else merge_arrays(blocks, q.nlist)
+        return self._save_part(doc, arrays, _checks(store, rows))
 
-    def _save_part(self, doc, rows, vectors, lists, checks) -> dict:
-        name = f"part-{doc['generation']}-{doc['next_part']:06d}.npz"
+    def _save_part(self, doc, arrays: dict, checks) -> dict:
+        name = f"part-{doc['generation']}-{doc['next_part']:06d}{files.SUFFIX}"
         doc["next_part"] += 1
-        entry = files.write_arrays(self.folder / name, {"rows": rows.astype(np.int64), "vectors": vectors, "lists": lists})
-        entry.update(rows=int(len(rows)), runs=_runs(rows), checks=checks)
+        entry = files.write_arrays(self.folder / name, arrays, mapped=MAPPED)
+        entry.update(rows=int(len(arrays["rows"])), runs=_runs(arrays["rows"]), checks=checks)
         return entry
 
     def _merge_tail(self, doc: dict) -> None:
-        """Merge the last two parts while the one before is no larger than the last (binary counter)."""
+        """Merge the last pair of parts whose first is no larger than its second (binary counter, one step).
+
+        One merge an update, not the whole cascade: a cascade rewrote up to twice ``MERGE_ROWS`` rows in
+        one update; one step a run keeps every update's cost bounded, and the next runs finish the cascade.
+        """
         parts = doc["parts"]
-        while len(parts) >= 2 and parts[-2]["rows"] <= parts[-1]["rows"] and \
-                parts[-2]["rows"] + parts[-1]["rows"] <= MERGE_ROWS:
-            a, b = (files.read_arrays(self.folder, e) for e in parts[-2:])
-            merged = {k: np.concatenate([a[k], b[k]]) for k in ("rows", "vectors", "lists")}
-            checks = parts[-2]["checks"][: CHECKS // 2] + parts[-1]["checks"][-(CHECKS // 2):]
-            entry = self._save_part(doc, merged["rows"], merged["vectors"], merged["lists"], checks)
-            parts[-2:] = [entry]
+        for i in range(len(parts) - 1, 0, -1):  # the pair nearest the end that a binary counter would merge
+            a, b = parts[i - 1], parts[i]
+            if a["rows"] <= b["rows"] and a["rows"] + b["rows"] <= MERGE_ROWS:
+                merged = merge_arrays([files.read_arrays(self.folder, e) for e in (a, b)], int(doc["quantizer"]["nlist"]))
+                checks = a["checks"][: CHECKS // 2] + b["checks"][-(CHECKS // 2):]
+                parts[i - 1:i + 1] = [self._save_part(doc, merged, checks)]
+                return
 
     def _lock(self, timeout: float):
         from filelock import FileLock, Timeout
@@ -210,23 +222,39 @@ class SimilarityIndex:
 
     # ----------------------------------------------------------------- reading
     def load(self) -> tuple[dict, InvertedLists]:
-        """The sidecar and the in-memory lists (kept while the sidecar stays the same)."""
+        """The sidecar and the lists, their large arrays memory-mapped (kept while the sidecar stays the same).
+
+        Opening checks sizes and the small arrays' crc32, not the sha256 of the vectors (see :mod:`.files`):
+        a million-row index opens in milliseconds.
+        """
+        path = self.folder / files.SIDECAR
         for _ in range(3):  # a writer may merge parts away between reading the sidecar and the files
-            text = (self.folder / files.SIDECAR).read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
+            doc = files.parse_sidecar(path, text)
             if self._loaded and self._loaded[0] == text:
-                return self.sidecar(), self._loaded[1]
+                return doc, self._loaded[1]
             try:
-                doc = files.read_sidecar(self.folder)
                 q = Quantizer.from_arrays(files.read_arrays(self.folder, doc["quantizer"]))
-                arrays = [files.read_arrays(self.folder, p) for p in doc["parts"]]
+                parts = [files.read_arrays(self.folder, p) for p in doc["parts"]]
             except FileNotFoundError:
                 continue
-            cat = (lambda k, dt: np.concatenate([a[k] for a in arrays]) if arrays else np.zeros(0, dt))
-            vectors = np.concatenate([a["vectors"] for a in arrays]) if arrays else np.zeros((0, q.reduced_dim), np.float16)
-            lists = InvertedLists(q, cat("rows", np.int64), vectors, cat("lists", np.int32))
+            for entry, part in zip(doc["parts"], parts):
+                if len(part["offsets"]) != q.nlist + 1 or (len(part["rows"]) and part["rows"].min() < 0):
+                    raise IndexDamage(f"{self.folder / entry['file']}: its lists do not match the quantizer (damaged)")
+            lists = InvertedLists(q, parts)
             self._loaded = (text, lists)
             return doc, lists
         raise IndexDamage(f"{self.folder}: its files kept changing while being read")
+
+    def _usable(self, store) -> tuple[dict | None, InvertedLists | None]:
+        """The loaded index if it holds for this store (checked once per sidecar and store state), else Nones."""
+        key = (id(store), len(store), (self.folder / files.SIDECAR).read_text(encoding="utf-8")
+               if self.folder.joinpath(files.SIDECAR).exists() else None)
+        if self._checked is not None and self._checked[0] == key:
+            return self._checked[1]
+        found = (None, None) if self.problems(store) else self.load()
+        self._checked = (key, found)
+        return found
 
     def search(self, store, queries: np.ndarray, k: int = 10, *, allowed: np.ndarray | None = None,
                exclude: np.ndarray | None = None, nprobe: int | None = None, rerank: int | None = None,
@@ -251,48 +279,86 @@ class SimilarityIndex:
         list of (rows, similarities)
             Per query, best first; similarities are exact cosines.
         """
-        nprobe = NPROBE if nprobe is None else nprobe
         Q = normalise(np.atleast_2d(queries))
         exclude = np.full(len(Q), -1, np.int64) if exclude is None else np.asarray(exclude, np.int64)
         doc, lists = (None, None)
         if use_index:
             try:
-                if not self.problems(store):
-                    doc, lists = self.load()
+                doc, lists = self._usable(store)
             except (IndexDamage, OSError):
                 doc, lists = None, None  # derived data: a broken index only makes this search exact
         has, covered = self.coverage(store, doc)
         mask = has if allowed is None else has & allowed
         top = TopK(len(Q), k)
+        large = lists is not None and len(lists) >= LARGE_ROWS
         if rerank is None:
-            rerank = RERANK_LARGE if lists is not None and len(lists) >= LARGE_ROWS else RERANK
+            rerank = RERANK_LARGE if large else RERANK
+        if nprobe is None:
+            nprobe = NPROBE_LARGE if large else NPROBE
         if lists is not None and len(lists):
             allowed_covered = mask & covered
             if allowed_covered.sum() <= max(4 * rerank, 2048):
                 pending = np.flatnonzero(mask)  # a narrow filter: reading its rows beats scanning lists
             else:
                 pending = np.flatnonzero(mask & ~covered)
-                self._push_index(store, Q, lists, top, allowed_covered, exclude, nprobe, max(rerank, k))
+                with _one_blas_thread():
+                    self._push_index(store, Q, lists, top, allowed_covered, exclude, nprobe, max(rerank, k), k)
         else:
             pending = np.flatnonzero(mask)
         exact_top_k(Q, store_blocks(store, pending, self.feature_set), k, exclude=exclude, top=top)
         return top.result()
 
-    def _push_index(self, store, Q, lists, top, allowed, exclude, nprobe, rerank):
-        """Candidates of each query from the lists, re-ranked with exact cosines on the stored rows."""
+    def _push_index(self, store, Q, lists, top, allowed, exclude, nprobe, rerank, k):
+        """Candidates of each query from the lists, re-ranked on the int8 rows, then exact cosines on the stored rows.
+
+        A flat index's vectors are the unit rows themselves, so its candidates need no int8 re-rank; the
+        ``k + EXACT_MARGIN`` kept are read from the store either way, so that a similarity returned is
+        never one an index file holds (a damaged vector can cost recall, not a wrong number).
+        """
         full = None if allowed.all() else allowed
-        found = [lists.candidates(q, nprobe, rerank, full, int(exclude[i]))[0] for i, q in enumerate(Q)]
-        union = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+        keep = k + EXACT_MARGIN
+        picked = []
+        for i, q in enumerate(Q):
+            rows, sims, slots = lists.candidates(q, nprobe, rerank if lists.has_codes else keep, full, int(exclude[i]))
+            if len(rows) > keep:
+                approx = lists.full_rows(slots) @ q if lists.has_codes else sims
+                rows = rows[np.argpartition(-approx, keep - 1)[:keep]]
+            picked.append(rows)
+        union = np.unique(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
         if not len(union):
             return
         X = normalise(store.features(union, self.feature_set))  # one sorted read for every query
-        width = max(len(f) for f in found)
-        rows = np.full((len(Q), width), -1, np.int64)
-        sims = np.full((len(Q), width), -np.inf, np.float32)
-        for i, f in enumerate(found):
-            rows[i, :len(f)] = f
-            sims[i, :len(f)] = X[np.searchsorted(union, f)] @ Q[i]
-        top.push(rows, sims)
+        _push_padded(top, picked, [X[np.searchsorted(union, f)] @ Q[i] for i, f in enumerate(picked)])
+
+
+_BLAS = None  # the threadpoolctl controller, made on the first search (it inspects the loaded libraries once)
+
+
+def _one_blas_thread():
+    """A context with BLAS on one thread: a query is some hundred small products, and a threaded BLAS call
+    waits for its helper threads each time (measured at a million rows on 2 busy cores: 99 ms a query
+    with the default threads, 34 ms with one). The exact scan of pending rows keeps every thread."""
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # it comes with scikit-learn; without it, only the speed differs
+            _BLAS = False
+        else:
+            _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas") if _BLAS else contextlib.nullcontext()
+
+
+def _push_padded(top: TopK, rows: list, sims: list) -> None:
+    """Offer each query its own candidates (padded to one width with row -1, similarity -inf)."""
+    width = max((len(r) for r in rows), default=0)
+    if not width:
+        return
+    R = np.full((len(rows), width), -1, np.int64)
+    S = np.full((len(rows), width), -np.inf, np.float32)
+    for i, (r, s) in enumerate(zip(rows, sims)):
+        R[i, :len(r)], S[i, :len(s)] = r, s
+    top.push(R, S)
 
 
 class _Held:
@@ -343,5 +409,7 @@ def _runs(rows: np.ndarray) -> list[list[int]]:
 
 def _checks(store, rows: np.ndarray) -> list[list]:
     picks = np.unique(rows[np.linspace(0, len(rows) - 1, min(CHECKS, len(rows))).astype(np.int64)]) if len(rows) else []
+    if hasattr(store, "row_details"):  # a FeatureStore: read these few ids, not every row's (0.9 s at a million rows)
+        return [[int(r), sha] for r, (sha, _) in zip(picks, store.row_details([int(r) for r in picks]))]
     sha = store.sha256
     return [[int(r), str(sha[r])] for r in picks]

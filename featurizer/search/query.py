@@ -142,9 +142,8 @@ def similar(store_path, queries: Sequence[str | os.PathLike], k: int = 10, *, fe
     rows = np.array([q.row for q in resolved], np.int64)
     vectors = st.features(rows, feature_set) if len(rows) else np.zeros((0, 1), np.float32)
     hits = index.search(st, vectors, k, allowed=allowed, exclude=rows, use_index=use_index)
-    labels = st.labels
-    sha = st.sha256
     for q, (found, sims) in zip(resolved, hits):
-        q.results = [{"sha256": str(sha[r]), "path": (st.paths(int(r)) or [None])[0], "label": str(labels[r]),
-                      "similarity": float(s)} for r, s in zip(found, sims)]
+        # only the found rows' ids and labels: every row's would take seconds at a million rows
+        q.results = [{"sha256": sha, "path": (st.paths(int(r)) or [None])[0], "label": label, "similarity": float(s)}
+                     for (sha, label), r, s in zip(st.row_details(found.tolist()), found, sims)]
     return resolved

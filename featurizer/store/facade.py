@@ -190,6 +190,22 @@ class FeatureStore:
     def path_bytes(self, row: int) -> list[bytes]:
         return self._reader.path_bytes(row)
 
+    def row_details(self, rows: Sequence[int]) -> list[tuple[str, str]]:
+        """``(sha256, label)`` of a few rows, reading only those (``sha256`` and ``labels`` build every row's:
+        seconds at a million rows). The label is the one ``labels`` gives: the latest verdict, else the label set."""
+        reader = self._reader
+        if not hasattr(reader, "snapshot"):  # a format-1 store read as it is: its columns are in memory anyway
+            sha, labels = self.sha256, self.labels
+            return [(str(sha[r]), str(labels[r])) for r in rows]
+        state = reader.state()
+        votes = {v.sha256: v.label for v in state["verdicts"]}
+        out = []
+        for r in rows:
+            sha = reader.retry(lambda r=r: reader.snapshot.sha_of(reader.snapshot.check_row(r)))
+            label = votes.get(sha, state["labels"].get(sha))
+            out.append((sha, reader.base_label(int(r)) if label is None else label))
+        return out
+
     @property
     def failures(self) -> list[Failure]:
         return self._reader.failures

@@ -2,18 +2,19 @@
 
 Requests arrive one or a few images at a time; the network is several times faster per image on a
 batch (measured in docs/serve.md). :class:`MicroBatcher` owns the network: decode threads
-:meth:`~MicroBatcher.submit` decoded images, and one thread takes them in arrival order, up to
-``max_batch`` at once, runs the featurizer on the batch and hands each image its features through
-a :class:`concurrent.futures.Future`.
+:meth:`~MicroBatcher.submit` decoded images (with their ``detail`` tiles when the model needs that
+set), and one thread takes them in arrival order, up to ``max_batch`` at once, runs the featurizer
+on the batch and hands each image its features through a :class:`concurrent.futures.Future`.
 
 How long a batch waits for company: at most ``wait`` seconds after its first image, and only
 while more images are on their way (announced with :meth:`~MicroBatcher.expect` when a request's
 body has been read, not yet decoded). A lone request is therefore never delayed by the wait, and
 a burst of requests fills one batch instead of many small ones.
 
-Memory: at most ``max_pending`` decoded images wait for the network; a decode thread that would
-exceed it waits (:meth:`~MicroBatcher.submit` blocks), so a burst queues as encoded bytes, which are
-bounded by the service, not as decoded tensors.
+Memory: at most ``max_pending`` decoded images wait for the network (150 KB each at 224 px, 590 KB
+with nine 128-px ``detail`` tiles); a decode thread that would exceed it waits
+(:meth:`~MicroBatcher.submit` blocks), so a burst queues as encoded bytes, which are bounded by the
+service, not as decoded tensors.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Callable
 
 import numpy as np
 
+from stylesift.review.serve.threads import LoopThread
+
 log = logging.getLogger("stylesift.serve")
 
 
@@ -36,7 +39,8 @@ class MicroBatcher:
     Parameters
     ----------
     run : callable
-        ``uint8 (n, size, size, 3) → {set: float32 (n, d)}``: the featurizer's
+        ``uint8 (n, size, size, 3) → {set: float32 (n, d)}``, called as ``run(images, tiles)`` when the
+        images came with tiles (uint8 ``(n, TILES, TILE, TILE, 3)``): the featurizer's
         :meth:`~stylesift.featurizer.extract.Featurizer.featurize_sets`.
     max_batch : int
         Most images in one network call.
@@ -56,9 +60,8 @@ class MicroBatcher:
         self._cond = threading.Condition()
         self._room = threading.Semaphore(self.max_pending)
         self._expected = 0
-        self._stopping = False
         self._closed = False  # the network thread has ended: nothing queued from now on would be taken
-        self._thread: threading.Thread | None = None
+        self._worker = LoopThread(self._loop, self._cond, "stylesift-batcher")
         self.batches = 0  # network calls made
         self.images = 0  # images featurized
         self.busy_seconds = 0.0  # time spent in the network
@@ -70,10 +73,12 @@ class MicroBatcher:
             self._expected = max(0, self._expected + n)
             self._cond.notify()
 
-    def submit(self, image: np.ndarray) -> Future:
+    def submit(self, image: np.ndarray, tiles: np.ndarray | None = None) -> Future:
         """Queue one decoded image (and count it as no longer expected); its future gets ``{set: float32 (d,)}``.
 
-        Blocks while ``max_pending`` images wait already.
+        ``tiles``: the image's ``detail`` tiles, uint8 ``(TILES, TILE, TILE, 3)``, when the featurizer
+        computes that set (every image of a service then has them). Blocks while ``max_pending``
+        images wait already.
         """
         self._room.acquire()
         future: Future = Future()
@@ -82,7 +87,7 @@ class MicroBatcher:
                 self._room.release()
                 future.set_exception(RuntimeError("the scoring service is stopped"))
                 return future
-            self._queue.append((image, future))
+            self._queue.append((image, tiles, future))
             self._expected = max(0, self._expected - 1)
             self._cond.notify()
         return future
@@ -94,30 +99,24 @@ class MicroBatcher:
 
     # ------------------------------------------------------------------ the network thread
     def start(self) -> None:
-        if self._thread is None:
-            self._stopping = self._closed = False
-            self._thread = threading.Thread(target=self._loop, name="stylesift-batcher", daemon=True)
-            self._thread.start()
+        if not self._worker.running:
+            self._closed = False
+            self._worker.start()
 
     def stop(self, timeout: float | None = 60.0) -> None:
         """Featurize what is queued, then end the network thread."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._worker.stop(timeout)
 
     def _take(self) -> list:
         """The next batch: waits for a first image, then for company (see the module docstring)."""
         with self._cond:
-            while not self._queue and not self._stopping:
+            while not self._queue and not self._worker.stopping:
                 self._cond.wait()
             if not self._queue:
                 self._closed = True
                 return []
             deadline = time.monotonic() + self.wait
-            while len(self._queue) < self.max_batch and self._expected > 0 and not self._stopping:
+            while len(self._queue) < self.max_batch and self._expected > 0 and not self._worker.stopping:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -132,13 +131,17 @@ class MicroBatcher:
                 return
             started = time.perf_counter()
             try:
-                out = self.run(np.stack([image for image, _ in batch]))
+                images = np.stack([image for image, _, _ in batch])
+                if batch[0][1] is None:
+                    out = self.run(images)
+                else:
+                    out = self.run(images, np.stack([tiles for _, tiles, _ in batch]))
             except BaseException as exc:  # noqa: BLE001 - every waiting request is told, the thread goes on
                 log.error("the network failed on a batch of %d images: %s: %s", len(batch), type(exc).__name__, exc)
-                for _, future in batch:
+                for _, _, future in batch:
                     future.set_exception(exc)
             else:
-                for i, (_, future) in enumerate(batch):
+                for i, (_, _, future) in enumerate(batch):
                     # Copies, so one image's answer does not keep its whole batch's arrays alive.
                     future.set_result({name: np.array(X[i]) for name, X in out.items()})
             finally:

@@ -6,8 +6,9 @@ One run (see :func:`run_bench`):
 2. **baseline**: :meth:`~stylesift.featurizer.extract.Featurizer.extract` of those copies into a fresh
    store with the precision asked for (``extract --precision int8``), the network built and warm,
    best of ``repeat`` rounds;
-3. a ``head`` model is trained on that store (the images' two parent folders as labels, else the two
-   halves of the list) unless ``model`` is given;
+3. a ``head`` model of ``feature_set`` (e.g. ``detail``: the baseline store then holds it too) is trained
+   on that store (the images' two parent folders as labels, else the two halves of the list) unless
+   ``model`` is given;
 4. ``stylesift serve`` starts in its own process on a free loopback port, **without a store** (each
    request runs the network: a store would answer repeated images from their stored features);
 5. for each number of concurrent clients and images per request: closed-loop clients (threads,
@@ -179,7 +180,8 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-def _train_model(store: Path, files: Sequence[Path], sources: Sequence[Path], out: Path) -> Path:
+def _train_model(store: Path, files: Sequence[Path], sources: Sequence[Path], out: Path,
+                 feature_set: str = "pooled") -> Path:
     """A ``head`` model on ``store``: the sources' two parent folders as labels, else the two halves of the list."""
     import hashlib
 
@@ -191,7 +193,7 @@ def _train_model(store: Path, files: Sequence[Path], sources: Sequence[Path], ou
         for i, (f, s) in enumerate(zip(files, sources)):
             positive = Path(s).parent.name == parents[-1] if len(parents) == 2 else i % 2 == 0
             st.update(hashlib.sha256(Path(f).read_bytes()).hexdigest(), label="a" if positive else "b")
-    stylesift.train(store, "a", "b", "head").save(out)
+    stylesift.train(store, "a", "b", "head", feature_set=feature_set).save(out)
     return out
 
 
@@ -199,12 +201,13 @@ def run_bench(images: Sequence[str | os.PathLike], *, limit: int = 256, size: in
               clients: Sequence[int] = (1, 8, 32), per_request: Sequence[int] = (1, 16), max_seconds: float = 120.0,
               precision: str = "int8", runtime: str = "auto", model: Path | None = None, max_batch: int = 16,
               batch_wait_ms: float = 10.0, batch_size: int = 32, workers: int | None = None, repeat: int = 2,
-              warmup: int = 64, log: Callable[[str], None] | None = None) -> dict:
+              warmup: int = 64, log: Callable[[str], None] | None = None, feature_set: str = "pooled") -> dict:
     """Time the scoring service against ``extract`` on the same images; returns the report (see the module docstring).
 
     ``requests`` is the number of *images* each configuration scores (so 16 per request sends a
     sixteenth as many requests), at most ``max_seconds`` each.
     """
+    from stylesift.classifiers.feature_sets import stored_parts
     from stylesift.featurizer.bench import machine_info, sample_files, time_extract
     from stylesift.featurizer.extract import Featurizer
 
@@ -218,14 +221,21 @@ def run_bench(images: Sequence[str | os.PathLike], *, limit: int = 256, size: in
         tmp = Path(tmp)
         log(f"writing {len(sources)} {size}-pixel JPEG copies")
         files = make_jpegs(sources, tmp / "images", size)
-        featurizer = Featurizer(precision=precision, runtime=runtime, batch_size=batch_size, workers=workers)
-        featurizer.featurize_sets(np.zeros((batch_size, featurizer.input_size, featurizer.input_size, 3), np.uint8))
-        log(f"baseline: extract --precision {precision}, best of {repeat}")
+        featurizer = Featurizer(precision=precision, runtime=runtime, batch_size=batch_size, workers=workers,
+                                feature_sets=stored_parts([feature_set]))
+        warm_tiles = None
+        if featurizer.wants_detail:  # its network built (and quantized, the first time) before the clock starts
+            from stylesift.featurizer import tiles
+
+            warm_tiles = np.zeros((batch_size, tiles.TILES, tiles.TILE, tiles.TILE, 3), np.uint8)
+        featurizer.featurize_sets(np.zeros((batch_size, featurizer.input_size, featurizer.input_size, 3), np.uint8),
+                                  warm_tiles)
+        log(f"baseline: extract --precision {precision} --features {','.join(featurizer.feature_sets)}, best of {repeat}")
         rounds = [time_extract(featurizer, files, tmp / f"extract-{r}.h5", name=f"extract[{precision}]")
                   for r in range(repeat)]
         baseline = max(rounds, key=lambda s: s.images_per_second)
         if model is None:
-            model = _train_model(tmp / "extract-0.h5", files, sources, tmp / "model.ssmodel")
+            model = _train_model(tmp / "extract-0.h5", files, sources, tmp / "model.ssmodel", feature_set)
         log("starting stylesift serve")
         server = _Server(Path(model), tmp, ["--max-batch", str(max_batch), "--batch-wait-ms", str(batch_wait_ms),
                                             "--runtime", runtime] + (["--workers", str(workers)] if workers else []))
@@ -270,7 +280,7 @@ def run_bench(images: Sequence[str | os.PathLike], *, limit: int = 256, size: in
     rss = [r for _, r in samples]
     return {
         "machine": machine_info(),
-        "images": len(files), "size": size, "precision": precision, "runtime": runtime,
+        "images": len(files), "size": size, "precision": precision, "runtime": runtime, "feature_set": feature_set,
         "server": {"max_batch": max_batch, "batch_wait_ms": batch_wait_ms, "exit_code": code, "store": None},
         "extract": {**baseline.to_dict(), "rounds": [s.to_dict() for s in rounds]},
         "configs": configs,
@@ -289,7 +299,8 @@ def table(result: dict) -> str:
     """The report as lines of text."""
     m, e = result["machine"], result["extract"]
     lines = [f"machine: {m['cpu']}, {m['cpus']} CPUs, flags {' '.join(m['flags']) or '-'}; load {m['load_average']}",
-             f"images: {result['images']} JPEGs of {result['size']} px; server max batch {result['server']['max_batch']}, "
+             f"images: {result['images']} JPEGs of {result['size']} px; model of {result.get('feature_set', 'pooled')}; "
+             f"server max batch {result['server']['max_batch']}, "
              f"batch wait {result['server']['batch_wait_ms']} ms, no store",
              f"baseline {e['name']}: {e['images_per_second']:.1f} images/s ({e['images']} in {e['seconds']:.1f} s)",
              f"  {'clients':>7} {'img/req':>7} {'requests':>8} {'errors':>6} {'images/s':>9} {'× extract':>9} "

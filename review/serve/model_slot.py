@@ -28,8 +28,9 @@ log = logging.getLogger("stylesift.serve")
 
 
 def serving_sets(featurizer) -> tuple[str, ...]:
-    """The feature sets the service computes with ``featurizer``: those of its whole-image network."""
-    return tuple(getattr(featurizer, "network_sets", featurizer.feature_sets))
+    """The feature sets the service computes with ``featurizer``: all of its sets, ``detail`` included (from each
+    upload's native-resolution tiles, see :mod:`stylesift.review.serve.service`)."""
+    return tuple(featurizer.feature_sets)
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,9 @@ class ModelSlot:
     def check_sets(self, header: dict, path, stays: str = "") -> None:
         """:class:`ServeError` (409) unless the server computes every stored set the model's feature set is made of.
 
-        The service runs the whole-image network on each decoded image (:meth:`Featurizer.featurize_sets`), so
-        it computes the featurizer's sets except those that need more than the resized image (``detail``, made
-        from native-resolution tiles, when the featurizer has it).
+        The server computes the sets of the model it started with (:func:`serving_sets`): a reload may
+        bring a model of those sets or of fewer, not one that needs another network (a ``pooled`` server
+        asked for a ``style+detail`` model is told to restart with it).
         """
         fz = self.featurizer
         name = bundle_set(header.get("summary"))

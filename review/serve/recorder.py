@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from stylesift.errors import StylesiftError
+from stylesift.review.serve.threads import LoopThread
 
 log = logging.getLogger("stylesift.serve")
 
@@ -122,8 +123,7 @@ class Recorder:
         self._pending: dict[str, tuple[dict, str]] = {}  # sha256 → ({set: (d,)}, path), in arrival order
         self._first = 0.0
         self._cond = threading.Condition()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._worker = LoopThread(self._loop, self._cond, "stylesift-recorder")
         self.recorded = 0
         self.dropped = 0
         self.commits = 0
@@ -167,29 +167,21 @@ class Recorder:
         return len(self._pending)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stopping = False
-            self._thread = threading.Thread(target=self._loop, name="stylesift-recorder", daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float | None = 120.0) -> None:
         """Commit what waits, then end the writer thread."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._worker.stop(timeout)
 
     def _due(self) -> bool:
-        return bool(self._pending) and (self._stopping or len(self._pending) >= self.commit_rows
+        return bool(self._pending) and (self._worker.stopping or len(self._pending) >= self.commit_rows
                                         or time.monotonic() - self._first >= self.commit_every)
 
     def _loop(self) -> None:
         backoff = 0.0
         while True:
             with self._cond:
-                while not self._due() and not (self._stopping and not self._pending):
+                while not self._due() and not (self._worker.stopping and not self._pending):
                     wait = self.commit_every - (time.monotonic() - self._first) if self._pending else None
                     self._cond.wait(None if wait is None else max(wait, 0.001))
                 if not self._pending:
@@ -200,7 +192,7 @@ class Recorder:
             except (StylesiftError, OSError) as exc:
                 self.last_error = str(exc)
                 log.warning("could not record %d uploads in %s yet: %s", len(batch), self.store, exc)
-                if self._stopping:
+                if self._worker.stopping:
                     log.error("%d scored uploads were not recorded in %s", len(batch), self.store)
                     return
                 backoff = min(max(2 * backoff, 1.0), 30.0)
@@ -229,4 +221,9 @@ class Recorder:
             for name, fp in self.fingerprints.items():
                 if name != "pooled":
                     st.declare_set(name, fp)
+            # Content stored without a set the model needs (e.g. extracted before `detail` was asked for) was
+            # featurized again; its row gets the missing sets, as `extract --features` would add them.
+            stored = np.flatnonzero(st.rows_of(shas) >= 0) if len(st) else np.zeros(0, np.int64)
             st.add(shas, sets if len(sets) > 1 else sets["pooled"], [[path] for _, (_, path) in batch])
+            for name in (n for n in names if n != "pooled" and len(stored)):
+                st.add_features(name, [shas[i] for i in stored], sets[name][stored])

@@ -4,7 +4,10 @@
 the ``{"results": [...]}`` answer. Per image: hash the bytes; take the features of content the
 store (or the recorder's pending rows) holds already, as ``score`` does; else decode it with the
 project's bounded decoder (:func:`~stylesift.featurizer.images.load_image`, in the shared decode
-memory budget) in a pool of decode threads and hand it to the :class:`MicroBatcher`. Then per
+memory budget) in a pool of decode threads and hand it to the :class:`MicroBatcher`; when the model
+needs the ``detail`` set, the same thread also cuts the upload's native-resolution tiles
+(:func:`~stylesift.featurizer.tiles.load_tiles`, the decode ``extract`` uses, reserving from the same
+budget) and they travel with the image into the batch. Then per
 request, with the model in use at that moment: :func:`~stylesift.classifiers.predict.score_rows`,
 the same function ``score`` builds its rows with, so a row is what ``score --json`` prints for
 that file (``path`` named ``filename``).
@@ -15,8 +18,9 @@ Bounds, each with its answer:
 - bytes of request bodies held at once: ``body_memory``; a request waits for room (queues);
 - one request: ``max_request_bytes`` and ``max_images``, else 413 (see :mod:`~stylesift.review.serve.uploads`);
 - decoded images waiting for the network: the batcher's ``max_pending`` (decode threads wait);
-- decode memory: the process-wide :class:`~stylesift.featurizer.images.DecodeBudget`; an image that
-  needs more than all of it fails alone, with the reason (413 when nothing else of the request scored).
+- decode memory: the process-wide :class:`~stylesift.featurizer.images.DecodeBudget` (or the one
+  given), for the 224-px decode and the tiles' full-resolution decode alike; an image that needs more
+  than all of it fails alone, with the reason (413 when nothing else of the request scored).
 """
 
 from __future__ import annotations
@@ -202,7 +206,7 @@ class ScoringService:
         if warm:
             size = self.featurizer.input_size
             for n in sorted({1, self.settings.max_batch}):
-                self.featurizer.featurize_sets(np.zeros((n, size, size, 3), np.uint8))
+                self.featurizer.featurize_sets(np.zeros((n, size, size, 3), np.uint8), self._blank_tiles(n))
         self._pool = ThreadPoolExecutor(self.settings.workers or os.cpu_count() or 1, thread_name_prefix="stylesift-decode")
         self.batcher.start()
         if self.recorder is not None:
@@ -211,6 +215,14 @@ class ScoringService:
             self.slot.watch(self.settings.watch_model)
         self.stopping = False
         self.started = True
+
+    def _blank_tiles(self, n: int) -> np.ndarray | None:
+        """Tiles of ``n`` blank images when the featurizer computes ``detail`` (to warm its network), else None."""
+        if not self.featurizer.wants_detail:
+            return None
+        from stylesift.featurizer import tiles
+
+        return np.zeros((n, tiles.TILES, tiles.TILE, tiles.TILE, 3), np.uint8)
 
     def stop(self) -> None:
         """Finish what is queued, commit the store, end the threads (after the server stopped taking requests)."""
@@ -280,8 +292,9 @@ class ScoringService:
         return status, body
 
     def _prepare(self, upload: Upload, phash: bool) -> _Prepared:
-        """Hash, look up and decode one image in a decode thread; never raises for a bad image."""
+        """Hash, look up and decode one image (and its ``detail`` tiles) in a decode thread; never raises for a bad image."""
         from stylesift.featurizer.images import ImageError, load_image, perceptual_hash
+        from stylesift.featurizer.tiles import load_tiles
 
         queued = False
         try:
@@ -299,10 +312,13 @@ class ScoringService:
                 return out
             try:
                 image = load_image(io.BytesIO(data), self.featurizer.input_size, name=upload.filename, budget=self.budget)
+                # One decode after the other, each inside its own reservation: an upload never holds both.
+                tiles = (load_tiles(data, upload.filename, budget=self.budget) if self.featurizer.wants_detail
+                         else None)
             except ImageError as exc:
                 out.error = str(exc)
                 return out
-            out.future = self.batcher.submit(image)
+            out.future = self.batcher.submit(image, tiles)
             queued = True
             return out
         finally:
