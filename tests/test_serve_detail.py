@@ -150,7 +150,7 @@ def test_the_tiles_decode_of_a_big_upload_counts_against_the_same_budget(project
         assert c.post("/score", files=[("files", ("big.jpg", big, "image/jpeg"))]).status_code == 200
     alone = DecodeBudget(1024 * 2**20)
     load_image(io.BytesIO(big), 224, budget=alone)
-    assert roomy.peak > 1.5 * alone.peak  # the tiles' full-resolution decode was reserved from the service's budget
+    assert roomy.peak > 1.25 * alone.peak  # (band decode reserves less than a whole frame) the tiles' full-resolution decode was reserved from the service's budget
     tight = DecodeBudget((roomy.peak + alone.peak) // 2)  # room for the 224-px decode, not for the tiles'
     service = service_of(model, budget=tight)
     with client(service) as c:

@@ -112,6 +112,7 @@ class _Prepared:
     error: str | None = None
     known: bool = False
     phash: int | None = None
+    thumb: object = None  # grey thumbnail for the history's alignment check (featurizer.search.reposts)
 
 
 class _ByteBudget:
@@ -306,6 +307,9 @@ class ScoringService:
             out = _Prepared(sha256=hashlib.sha256(data).hexdigest())
             if phash:  # the request's near-duplicate groups compare these; computed here, in parallel
                 out.phash = perceptual_hash(io.BytesIO(data))
+            if self.view is not None and self.settings.history:  # history confirms reposts on pixels, as `score` does
+                from stylesift.featurizer.search.reposts import thumbnail_of
+                out.thumb = thumbnail_of(io.BytesIO(data))
             out.features = self._known(out.sha256)
             if out.features is not None:
                 out.known = True
@@ -367,7 +371,9 @@ class ScoringService:
                           hash_of=(lambda i: hashes[i]) if len(ok) > 1 else None)
             if self.view is not None:
                 with self.view.reading() as st:
-                    rows, _ = score_rows(loaded.bundle, names, shas, pooled, X, store=st, history=s.history, **kwargs)
+                    thumbs = [prepared[i].thumb for i in ok]
+                    rows, _ = score_rows(loaded.bundle, names, shas, pooled, X, store=st, history=s.history,
+                                         thumb_of=lambda i: thumbs[i], **kwargs)
             else:
                 rows, _ = score_rows(loaded.bundle, names, shas, pooled, X, history=False, **kwargs)
             if self.recorder is not None:
