@@ -130,6 +130,7 @@ class MicroBatcher:
             if not batch:
                 return
             started = time.perf_counter()
+            out, error = None, None
             try:
                 images = np.stack([image for image, _, _ in batch])
                 if batch[0][1] is None:
@@ -137,16 +138,21 @@ class MicroBatcher:
                 else:
                     out = self.run(images, np.stack([tiles for _, tiles, _ in batch]))
             except BaseException as exc:  # noqa: BLE001 - every waiting request is told, the thread goes on
-                log.error("the network failed on a batch of %d images: %s: %s", len(batch), type(exc).__name__, exc)
-                for _, _, future in batch:
-                    future.set_exception(exc)
-            else:
-                for i, (_, _, future) in enumerate(batch):
-                    # Copies, so one image's answer does not keep its whole batch's arrays alive.
-                    future.set_result({name: np.array(X[i]) for name, X in out.items()})
+                error = exc
+            # Counted before any request is answered: a client holding its answer sees its batch counted.
+            self.busy_seconds += time.perf_counter() - started
+            self.batches += 1
+            self.images += len(batch)
+            try:
+                if error is not None:
+                    log.error("the network failed on a batch of %d images: %s: %s", len(batch),
+                              type(error).__name__, error)
+                    for _, _, future in batch:
+                        future.set_exception(error)
+                else:
+                    for i, (_, _, future) in enumerate(batch):
+                        # Copies, so one image's answer does not keep its whole batch's arrays alive.
+                        future.set_result({name: np.array(X[i]) for name, X in out.items()})
             finally:
-                self.busy_seconds += time.perf_counter() - started
-                self.batches += 1
-                self.images += len(batch)
                 for _ in batch:
                     self._room.release()
