@@ -112,7 +112,6 @@ class _Prepared:
     error: str | None = None
     known: bool = False
     phash: int | None = None
-    thumb: object = None  # grey thumbnail for the history's alignment check (featurizer.search.reposts)
 
 
 class _ByteBudget:
@@ -307,9 +306,6 @@ class ScoringService:
             out = _Prepared(sha256=hashlib.sha256(data).hexdigest())
             if phash:  # the request's near-duplicate groups compare these; computed here, in parallel
                 out.phash = perceptual_hash(io.BytesIO(data))
-            if self.view is not None and self.settings.history:  # history confirms reposts on pixels, as `score` does
-                from stylesift.featurizer.search.reposts import thumbnail_of
-                out.thumb = thumbnail_of(io.BytesIO(data))
             out.features = self._known(out.sha256)
             if out.features is not None:
                 out.known = True
@@ -371,9 +367,8 @@ class ScoringService:
                           hash_of=(lambda i: hashes[i]) if len(ok) > 1 else None)
             if self.view is not None:
                 with self.view.reading() as st:
-                    thumbs = [prepared[i].thumb for i in ok]
                     rows, _ = score_rows(loaded.bundle, names, shas, pooled, X, store=st, history=s.history,
-                                         thumb_of=lambda i: thumbs[i], **kwargs)
+                                         thumb_of=lambda i: _thumbnail(uploads[ok[i]]), **kwargs)
             else:
                 rows, _ = score_rows(loaded.bundle, names, shas, pooled, X, history=False, **kwargs)
             if self.recorder is not None:
@@ -394,3 +389,11 @@ class ScoringService:
         else:
             status = 422
         return status, {"results": results, "model": {"file": loaded.path.name, "version": loaded.version}}
+
+
+def _thumbnail(upload: Upload):
+    """The upload's grey thumbnail for history's pixel check (as ``score`` does), made only when a judged
+    row is a candidate; None when its bytes are gone or do not decode."""
+    from stylesift.featurizer.search.reposts import thumbnail_of
+
+    return thumbnail_of(io.BytesIO(upload.data)) if upload.data is not None else None
