@@ -118,13 +118,18 @@ def test_parts_merge_like_a_binary_counter(tmp_path, small_index):
         ["index.json", doc["quantizer"]["file"], *(p["file"] for p in doc["parts"])])
 
 
-def test_every_file_is_checksummed_and_a_damaged_one_is_rebuilt(tmp_path, small_index):
+def _built_400(tmp_path):
+    """A 400-row store with its index built: ``(path, store, index, sidecar document)``."""
     path = tmp_path / "s.h5"
     add(path, range(400))
     st = FeatureStore(path)
     index = SimilarityIndex(path)
     index.update(st)
-    doc = json.loads((index.folder / "index.json").read_text())
+    return path, st, index, json.loads((index.folder / "index.json").read_text())
+
+
+def test_every_file_is_checksummed_and_a_damaged_one_is_rebuilt(tmp_path, small_index):
+    path, st, index, doc = _built_400(tmp_path)
     part = index.folder / doc["parts"][0]["file"]
     assert hashlib.sha256(part.read_bytes()).hexdigest() == doc["parts"][0]["sha256"]
     raw = bytearray(part.read_bytes())
@@ -226,12 +231,7 @@ def test_opening_checks_the_small_arrays_and_a_damaged_vector_never_gives_a_wron
 
 
 def test_an_index_of_the_older_format_is_rebuilt_and_its_files_removed(tmp_path, small_index):
-    path = tmp_path / "s.h5"
-    add(path, range(400))
-    st = FeatureStore(path)
-    index = SimilarityIndex(path)
-    index.update(st)
-    doc = json.loads((index.folder / "index.json").read_text())
+    path, st, index, doc = _built_400(tmp_path)
     doc["version"] = 1
     (index.folder / "index.json").write_text(json.dumps(doc))
     (index.folder / "part-1-000000.npz").write_bytes(b"an index part of format 1")

@@ -70,21 +70,27 @@ UPDATER = textwrap.dedent("""
 """)
 
 
+def _kill_and_check(path, script, delay, before):
+    """Kill -9 ``script`` (running on the store at ``path``) after ``delay`` s: the store stays healthy with every
+    row of ``before``, and a repair leaves the index ok or unbuilt."""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"start"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    r = runner.invoke(app, ["store", "check", str(path), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["healthy"], r.output
+    assert [str(s) for s in FeatureStore(path).sha256] == before
+    st = check_indexes(FeatureStore(path), repair=True)["pooled"]
+    assert st["ok"] or not st["built"], st
+
+
 def test_a_kill_during_an_index_update_leaves_the_store_whole_and_the_index_repairable(tmp_path):
     path = tmp_path / "s.h5"
     make_store(path, 6000)
     before = [str(s) for s in FeatureStore(path).sha256]
     for delay in (0.3, 0.9, 1.7):
-        proc = subprocess.Popen([sys.executable, "-c", UPDATER, str(path)], stdout=subprocess.PIPE)
-        assert proc.stdout.readline().strip() == b"start"
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-        r = runner.invoke(app, ["store", "check", str(path), "--json"])
-        assert r.exit_code == 0 and json.loads(r.output)["healthy"], r.output
-        assert [str(s) for s in FeatureStore(path).sha256] == before
-        st = check_indexes(FeatureStore(path), repair=True)["pooled"]
-        assert st["ok"] or not st["built"], st
+        _kill_and_check(path, UPDATER, delay, before)
     update(FeatureStore(path))
     assert check_indexes(FeatureStore(path))["pooled"]["ok"]
 
@@ -129,16 +135,7 @@ def test_a_kill_during_incremental_updates_and_merges_loses_no_row_and_is_repair
     make_store(path, 6000)
     before = [str(s) for s in FeatureStore(path).sha256]
     for delay in (0.4, 1.1, 2.3):
-        proc = subprocess.Popen([sys.executable, "-c", GROWER, str(path)], stdout=subprocess.PIPE)
-        assert proc.stdout.readline().strip() == b"start"
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-        r = runner.invoke(app, ["store", "check", str(path), "--json"])
-        assert r.exit_code == 0 and json.loads(r.output)["healthy"], r.output
-        assert [str(s) for s in FeatureStore(path).sha256] == before
-        st = check_indexes(FeatureStore(path), repair=True)["pooled"]
-        assert st["ok"] or not st["built"], st
+        _kill_and_check(path, GROWER, delay, before)
         got = SimilarityIndex(path).search(FeatureStore(path), FeatureStore(path).features([42]), 3,
                                            exclude=np.array([42]))
         assert len(got[0][0]) == 3 and 42 not in got[0][0]  # whatever the kill left, a search answers
