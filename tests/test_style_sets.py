@@ -92,6 +92,11 @@ def test_compare_features_runs_every_set_and_their_concatenation(style_project):
     assert set(out["feature_sets"]) == {"pooled", "style", "pooled+style"}
     assert out["feature_sets"]["pooled+style"]["feature_dim"] == 2048 + STYLE_DIM
     assert out["winner"]["feature_set"] in out["feature_sets"] and out["winner"]["method"] in ("head", "nearest-positives")
+    # A concatenation already named (in another order) is not added a second time.
+    named = run("compare", "--store", style_project["store"], "--positive", "good", "--negative", "ordinary",
+                "--folds", 3, "--methods", "head", "--features", "style,pooled+style", "--json")
+    assert named.exit_code == 0, named.output
+    assert list(json.loads(named.stdout)["feature_sets"]) == ["style", "pooled+style"]
     human = run("compare", "--store", style_project["store"], "--positive", "good", "--negative", "ordinary",
                 "--folds", 3, "--methods", "head", "--features", "style")
     assert human.exit_code == 0, human.output
