@@ -5,7 +5,7 @@
 Reads the frames ``benchmarks/detail_fullsize.py`` wrote (``FRAMES/<kind>/{clean,degraded}/*.jpg``),
 cuts an 8 x 8 grid of candidate tiles (the recipe's tile size) from each fully decoded frame, runs
 them through the INT8 detail network one by one (per-tile statistics), and averages the statistics
-over several placements: the recipe's own 3 x 3 grid (:func:`stylesift.featurizer.tiles.cut`), all
+over several placements: the recipe's own (:func:`stylesift.featurizer.tiles.cut`: since version 3 the busiest of its own grid), all
 64, the 9 or 16 busiest, the 9 flattest and two concatenations (busyness: variance of the tile's grey Laplacian, ranked
 within each frame, so nothing is learnt from the twin). Prints accuracy / ROC AUC of a standardised
 logistic regression, 5 stratified folds, per degradation and placement. Not a test.
@@ -47,7 +47,7 @@ def main() -> None:
 def placements(net, root: Path, kind: str, classes=("clean", "degraded")) -> None:
     files = [(p, 1) for p in sorted((root / classes[0]).iterdir())] + [(p, 0) for p in sorted((root / classes[1]).iterdir())]
     G, t = 8, T.TILE
-    feats = {"grid3 (recipe)": [], "all 64": [], "busiest 9 of 64": [], "flattest 9 of 64": [], "busiest 16 of 64": [],
+    feats = {"recipe (tiles.cut)": [], "all 64": [], "busiest 9 of 64": [], "flattest 9 of 64": [], "busiest 16 of 64": [],
              "busiest 9 + flattest 9, concatenated": [], "all 64 + busiest 9, concatenated": []}
     y = []
     for p, lab in files:
@@ -70,7 +70,7 @@ def placements(net, root: Path, kind: str, classes=("clean", "degraded")) -> Non
         feats["flattest 9 of 64"].append(st[busy[-9:]].mean(0))
         feats["busiest 9 + flattest 9, concatenated"].append(np.r_[st[busy[:9]].mean(0), st[busy[-9:]].mean(0)])
         feats["all 64 + busiest 9, concatenated"].append(np.r_[st.mean(0), st[busy[:9]].mean(0)])
-        feats["grid3 (recipe)"].append(net.run_tiles(T.cut(a)).astype(np.float64).mean(0))
+        feats["recipe (tiles.cut)"].append(net.run_tiles(T.cut(a)).astype(np.float64).mean(0))
         y.append(lab)
     y = np.array(y)
     cv = StratifiedKFold(5, shuffle=True, random_state=0)

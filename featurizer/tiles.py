@@ -1,20 +1,27 @@
 """Where the ``detail`` set looks, and how those pixels are decoded: tiles at the image's own resolution.
 
-Placement: a :data:`GRID` × :data:`GRID` grid of :data:`TILE` × :data:`TILE` tiles whose centres
-are at 1/4, 1/2 and 3/4 of each side, so the middle, where the subject usually is, and the
-background are both seen, and a JPEG is decoded only to 77 % of its rows (85 % with centres at
-1/6..5/6, version 1; entropy decoding cannot skip rows, so rows are most of the decode's cost). Where the picture is smaller than the grid, tiles
-overlap; a side shorter than one tile is padded by mirroring the picture (measured: see
-docs/choosing-features.md; mirroring keeps the noise and sharpness statistics, a constant border
-would add an edge). Texture-aware placement (the flattest or the busiest tiles of a finer grid) was
-measured too and lost to the plain grid (same page).
+Placement (version 3): :data:`TILES` tiles of :data:`TILE` × :data:`TILE` pixels. Candidates are an
+``n`` × ``n`` grid whose centres are at ``(i + 1) / (n + 1)`` of each side, ``n`` = the short side over
+two tiles, at least :data:`GRID` and at most :data:`MAX_GRID` (:func:`grid_size`); the
+:data:`TILES` busiest candidates are kept (:func:`busyness`: the L1 norm of the grey Laplacian, in
+integers so every machine picks the same ones). Up to 895 px on the short side that is the plain 3 × 3
+grid at 1/4, 1/2 and 3/4 (version 2; every shared task's photos); on a 12-MP frame it is the nine
+busiest of 64. Why: on a large frame most 112-px patches are flat sky or wall, where a slight blur
+changes nothing, and the plain grid missed defocus there (head 0.863 / 0.934; the nine busiest of 64:
+1.000 / 1.000), while on ~512-px photos a tile already spans a fifth of the side and keeping the
+busiest lost on noise and grain, which show in flat parts (docs/choosing-features.md, "detail").
+Where the picture is smaller than the grid, tiles overlap; a side shorter than one tile is padded
+by mirroring the picture (measured: mirroring keeps the noise and sharpness statistics, a constant
+border would add an edge).
 
 Decoding: a JPEG is decoded by libvips (pyvips with its bundled library) reading scanlines in
-order and keeping only the tile rows, never the whole frame: for a 12-megapixel photo about 28 ms
-and a few megabytes instead of Pillow's 110 ms and 36 MB. EXIF orientation is applied to each tile
-(the grid is the same in either orientation, only its order changes, and tiles are averaged).
-Other formats go through the project's one bounded decoder (:func:`stylesift.featurizer.images.load_native`)
-at full size. Both reserve their memory from the same process-wide decode budget.
+order and keeping only the candidates' pixels, never the whole frame: rows below the last candidate
+are never decoded (77 % of the rows for the 3 × 3 grid, 91 % for 8 × 8; entropy decoding cannot skip
+rows, so rows are most of the decode's cost); for a 12-megapixel photo a few megabytes instead of
+Pillow's 36 MB. EXIF orientation is applied to each tile, and candidates are ranked in the upright
+frame (the grid and the busyness are the same in either orientation). Other formats go through the
+project's one bounded decoder (:func:`stylesift.featurizer.images.load_native`) at full size. Both
+reserve their memory from the same process-wide decode budget.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ import numpy as np
 from stylesift.featurizer import images
 
 TILE = 112
-GRID = 3
-TILES = GRID * GRID
+GRID = 3  # the smallest candidate grid: on small frames every candidate is kept
+MAX_GRID = 8
+TILES = GRID * GRID  # tiles the network sees, on every frame
 CALIBRATION = "skimage-v1 native-resolution tiles, plain and with added noise (detail-v2)"
 
 _ORIENT = {  # EXIF orientation → the transform that shows a stored tile upright (as Pillow's exif_transpose)
@@ -40,24 +48,64 @@ _ORIENT = {  # EXIF orientation → the transform that shows a stored tile uprig
 
 def recipe() -> dict:
     """What decides the tiles' pixels; part of the ``detail`` fingerprint."""
-    return {"tile": TILE, "grid": f"{GRID}x{GRID}, centres at (i + 1)/{GRID + 1} of each side, clamped inside",
+    return {"tile": TILE,
+            "grid": f"n x n candidates, n = short side // {2 * TILE} clamped to {GRID}..{MAX_GRID}, centres at "
+                    "(i + 1)/(n + 1) of each side, clamped inside, mirrored about the middle",
+            "placement": f"the {TILES} busiest candidates: L1 norm of the 4-neighbour Laplacian of R + 2G + B, "
+                         "ties to the first in upright raster order",
             "small": "a side shorter than a tile is mirror-padded", "orientation": "EXIF, per tile",
             # No library version: libvips and Pillow both decode with libjpeg-turbo and give the same pixels
             # (tested), so upgrading either must not turn a store's detail rows into another space.
-            "decoder": "full resolution; JPEG: libvips jpegload, sequential, tile rows only; other formats: Pillow"}
+            "decoder": "full resolution; JPEG: libvips jpegload, sequential, candidate tiles only; other formats: Pillow"}
 
 
-def starts(length: int) -> list[int]:
-    """Top (or left) coordinates of the grid's tiles along a side of ``length`` pixels."""
-    return [min(max(round((i + 1) * length / (GRID + 1) - TILE / 2), 0), max(length - TILE, 0)) for i in range(GRID)]
+def grid_size(height: int, width: int) -> int:
+    """Candidates per side, ``n``, for a picture of ``height`` × ``width`` pixels (same for either orientation)."""
+    return min(max(min(height, width) // (2 * TILE), GRID), MAX_GRID)
+
+
+def starts(length: int, n: int = GRID) -> list[int]:
+    """Top (or left) coordinates of ``n`` candidate tiles along a side of ``length`` pixels.
+
+    Centres at ``(i + 1) / (n + 1)`` of the side (``n`` = 3: 1/4, 1/2, 3/4); mirrored about the middle, so a picture turned by its EXIF orientation gets the same tiles.
+    """
+    room = max(length - TILE, 0)
+    first = [min(max(round((i + 1) * length / (n + 1) - TILE / 2), 0), room) for i in range(n // 2)]
+    middle = [min(max(round(length / 2 - TILE / 2), 0), room)] if n % 2 else []
+    return first + middle + [room - x for x in reversed(first)]
+
+
+def busyness(tiles: np.ndarray) -> np.ndarray:
+    """How much edge and texture each tile has: uint8 ``(m, TILE, TILE, 3)`` → int64 ``(m,)``.
+
+    The L1 norm of the 4-neighbour Laplacian of ``R + 2G + B``, exact in integers (the ranking must
+    not depend on a machine's floating-point order) and unchanged by turning or mirroring a tile.
+    """
+    g = tiles[..., 1].astype(np.int16) * 2  # in place from here: 1.5 instead of 6.5 ms for 64 tiles
+    g += tiles[..., 0]
+    g += tiles[..., 2]
+    lap = g[:, 1:-1, 1:-1] * 4  # |lap| <= 4 * 1020: int16 holds it
+    for shifted in (g[:, :-2, 1:-1], g[:, 2:, 1:-1], g[:, 1:-1, :-2], g[:, 1:-1, 2:]):
+        lap -= shifted
+    np.abs(lap, out=lap)
+    return lap.sum(axis=(1, 2), dtype=np.int64)
+
+
+def choose(candidates: np.ndarray) -> np.ndarray:
+    """The :data:`TILES` busiest of upright candidates in raster order → ``(TILES, TILE, TILE, 3)``, kept in that order."""
+    if len(candidates) <= TILES:
+        return candidates
+    keep = np.sort(np.argsort(-busyness(candidates), kind="stable")[:TILES])
+    return candidates[keep]
 
 
 def cut(picture: np.ndarray) -> np.ndarray:
-    """The grid's tiles of an upright uint8 RGB ``(h, w, 3)`` picture → ``(TILES, TILE, TILE, 3)``."""
+    """The chosen tiles of an upright uint8 RGB ``(h, w, 3)`` picture → ``(TILES, TILE, TILE, 3)``."""
     h, w = picture.shape[:2]
     if h < TILE or w < TILE:
         picture = np.pad(picture, ((0, max(TILE - h, 0)), (0, max(TILE - w, 0)), (0, 0)), mode="symmetric")
-    return np.stack([picture[y:y + TILE, x:x + TILE] for y in starts(h) for x in starts(w)])
+    n = grid_size(h, w)
+    return choose(np.stack([picture[y:y + TILE, x:x + TILE] for y in starts(h, n) for x in starts(w, n)]))
 
 
 def load_tiles(data: bytes, name, budget: "images.DecodeBudget | None" = None) -> np.ndarray:
@@ -75,12 +123,15 @@ def load_tiles(data: bytes, name, budget: "images.DecodeBudget | None" = None) -
 def _vips_tiles(data: bytes, name, width: int, height: int, orientation: int, coefficients: int,
                 budget: "images.DecodeBudget | None" = None) -> np.ndarray:
     pyvips = _pyvips()
-    ys, xs = starts(height), starts(width)
-    box_w = min(width, xs[-1] + TILE) - xs[0]
+    n = grid_size(height, width)
+    ys, xs = starts(height, n), starts(width, n)
     bands = _bands(ys, height)
-    # Only the bands of tile rows are kept, streamed in order (libvips refuses out-of-order reads of a
-    # sequential JPEG): rows between them are decoded and dropped, rows below the last are never decoded.
-    need = sum(h for _, h in bands) * box_w * 3 + width * 3 * 4 * 256 + coefficients + 16 * 2**20
+    # Only the candidates' pixels are kept, fetched band by band in order (libvips refuses
+    # out-of-order reads of a sequential JPEG) and column by column within a band (converting and
+    # copying whole band rows cost more than decoding: 43.9 instead of 27.6 ms for 64 candidates of a
+    # 12-MP frame): rows between bands are decoded and dropped, rows below the last are never decoded.
+    need = (len(ys) * len(xs) * TILE * TILE * 3 + max(h for _, h in bands) * width * 3 + width * 3 * 4 * 256
+            + coefficients + 16 * 2**20)
     with (budget or images.decode_memory()).reserve(need, name):
         # The same time bound as every other decode, checked each time libvips pulls more of the
         # file; time spent waiting for memory above is not decoding time.
@@ -89,20 +140,24 @@ def _vips_tiles(data: bytes, name, width: int, height: int, orientation: int, co
             img = pyvips.Image.new_from_source(_source(pyvips, guarded), "", access="sequential", fail=True)
             if width < TILE or height < TILE:
                 picture = np.ndarray(buffer=img.write_to_memory(), dtype=np.uint8, shape=(height, width, 3))
-                tiles = cut(picture)
-            else:  # the grid is symmetric: cut in the stored frame, then turn each tile upright
-                rows, region = {}, pyvips.Region.new(img.crop(xs[0], ys[0], box_w, bands[-1][0] + bands[-1][1] - ys[0]))
-                for top, h in bands:  # one pipeline, fetched top to bottom: only these rows are kept
-                    area = np.frombuffer(region.fetch(0, top - ys[0], box_w, h), np.uint8).reshape(h, box_w, 3)
-                    rows.update({y: area[y - top:y - top + TILE] for y in ys if top <= y < top + h})
-                tiles = np.stack([rows[y][:, x - xs[0]:x - xs[0] + TILE] for y in ys for x in xs])
+                return np.ascontiguousarray(cut(_ORIENT[orientation](picture) if orientation in _ORIENT else picture))
+            found, region = {}, pyvips.Region.new(img)
+            for top, h in bands:
+                for x in xs:
+                    strip = np.frombuffer(region.fetch(x, top, TILE, h), np.uint8).reshape(h, TILE, 3)
+                    found.update({(y, x): strip[y - top:y - top + TILE] for y in ys if top <= y < top + h})
+            stored = [found[y, x] for y in ys for x in xs]
         except pyvips.Error as exc:
             if guarded.expired:
                 raise images.too_slow(name, images.MAX_DECODE_SECONDS) from None
             raise images.ImageError(name, f"cannot decode: {str(exc).strip().splitlines()[-1]}") from None
-    if orientation in _ORIENT:
-        tiles = np.stack([_ORIENT[orientation](t) for t in tiles])
-    return np.ascontiguousarray(tiles)
+    # The grid is symmetric: cut in the stored frame, then turn each tile upright and put the
+    # candidates in upright raster order, so the choice is the one the upright picture gives.
+    turn = _ORIENT.get(orientation)
+    if turn is None:
+        return choose(np.stack(stored))
+    order = turn(np.arange(n * n).reshape(n, n, 1))[..., 0].ravel()
+    return choose(np.ascontiguousarray(np.stack([turn(stored[i]) for i in order])))
 
 
 def _bands(ys: list[int], height: int) -> list[tuple[int, int]]:

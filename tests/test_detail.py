@@ -59,6 +59,58 @@ def test_a_side_shorter_than_a_tile_is_mirror_padded():
     np.testing.assert_array_equal(cut[0][50:100], picture[::-1][:50, 19:131])  # mirrored, not a constant border
 
 
+def textured_frame(width: int, height: int, busy: list[int], seed: int = 0) -> np.ndarray:
+    """A smooth frame whose candidate tiles numbered ``busy`` (raster order) are filled with fine texture."""
+    picture = noisy_photo(width, height, seed=seed, noise=1.5)
+    n, t = tiles.grid_size(height, width), tiles.TILE
+    rng = np.random.default_rng(seed)
+    for i in busy:
+        y, x = tiles.starts(height, n)[i // n], tiles.starts(width, n)[i % n]
+        picture[y:y + t, x:x + t] = rng.integers(0, 256, (t, t, 3), dtype=np.uint8)
+    return picture
+
+
+def test_candidates_grow_with_the_frame_up_to_eight_a_side():
+    assert tiles.grid_size(480, 600) == tiles.grid_size(895, 4000) == tiles.GRID  # every shared task's size
+    assert tiles.grid_size(896, 1200) == tiles.grid_size(1200, 896) == 4
+    assert tiles.grid_size(3024, 4032) == tiles.MAX_GRID == 8
+    for length in (112, 200, 601, 1000, 3024, 4033):
+        for n in (3, 4, 7, 8):
+            s = tiles.starts(length, n)
+            assert len(s) == n and s == sorted(s) and 0 <= s[0] and s[-1] <= max(length - tiles.TILE, 0)
+            room = max(length - tiles.TILE, 0)
+            assert all(s[i] + s[n - 1 - i] == room for i in range(n // 2))  # mirrored about the middle
+
+
+def test_a_large_frame_keeps_its_busiest_candidates():
+    busy = [0, 5, 7, 12, 20, 21, 30, 33, 35]  # 9 of the 6 x 6 candidates of a 1800 x 1400 frame
+    picture = textured_frame(1800, 1400, busy)
+    n = tiles.grid_size(1400, 1800)
+    assert n == 6
+    ys, xs = tiles.starts(1400, n), tiles.starts(1800, n)
+    want = np.stack([picture[ys[i // n]:ys[i // n] + 112, xs[i % n]:xs[i % n] + 112] for i in busy])
+    np.testing.assert_array_equal(tiles.cut(picture), want)
+    assert tiles.busyness(want).min() > 10 * tiles.busyness(tiles.cut(noisy_photo(600, 480, noise=1.5))).max()
+
+
+def test_busyness_is_exact_and_blind_to_turning():
+    t = np.random.default_rng(3).integers(0, 256, (4, tiles.TILE, tiles.TILE, 3), dtype=np.uint8)
+    b = tiles.busyness(t)
+    assert b.dtype == np.int64 and (b > 0).all()
+    for turn in (lambda a: a[:, ::-1], lambda a: np.rot90(a, 1, axes=(1, 2)), lambda a: a.transpose(0, 2, 1, 3)):
+        np.testing.assert_array_equal(tiles.busyness(np.ascontiguousarray(turn(t))), b)
+    assert tiles.busyness(np.full_like(t, 90)).max() == 0
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 3])
+def test_jpeg_candidates_chosen_as_the_upright_picture_chooses(orientation):
+    data = jpeg_bytes(textured_frame(1000, 1800, [1, 4, 6, 8, 9, 10, 13, 14, 15], seed=orientation), orientation)
+    got = tiles.load_tiles(data, "big.jpg")
+    upright = images.load_native(io.BytesIO(data), tiles.cut)
+    assert got.shape == (tiles.TILES, tiles.TILE, tiles.TILE, 3)
+    np.testing.assert_array_equal(got, upright)  # same tiles, same order
+
+
 def test_jpeg_tiles_from_libvips_are_the_pixels_of_a_full_decode():
     data = jpeg_bytes(noisy_photo(600, 480, noise=12))
     got = tiles.load_tiles(data, "photo.jpg")
