@@ -123,7 +123,7 @@ def load_tiles(data: bytes, name, budget: "images.DecodeBudget | None" = None) -
 def _vips_tiles(data: bytes, name, width: int, height: int, orientation: int, coefficients: int,
                 budget: "images.DecodeBudget | None" = None) -> np.ndarray:
     pyvips = _pyvips()
-    n = grid_size(height, width)
+    n, turn = grid_size(height, width), _ORIENT.get(orientation)
     ys, xs = starts(height, n), starts(width, n)
     bands = _bands(ys, height)
     # Only the candidates' pixels are kept, fetched band by band in order (libvips refuses
@@ -138,9 +138,9 @@ def _vips_tiles(data: bytes, name, width: int, height: int, orientation: int, co
         guarded = images._Deadline(io.BytesIO(data), time.monotonic() + images.MAX_DECODE_SECONDS)
         try:
             img = pyvips.Image.new_from_source(_source(pyvips, guarded), "", access="sequential", fail=True)
-            if width < TILE or height < TILE:
+            if width < TILE or height < TILE:  # padded in the upright frame, as the Pillow path does
                 picture = np.ndarray(buffer=img.write_to_memory(), dtype=np.uint8, shape=(height, width, 3))
-                return np.ascontiguousarray(cut(_ORIENT[orientation](picture) if orientation in _ORIENT else picture))
+                return np.ascontiguousarray(cut(turn(picture) if turn else picture))
             found, region = {}, pyvips.Region.new(img)
             for top, h in bands:
                 for x in xs:
@@ -153,15 +153,14 @@ def _vips_tiles(data: bytes, name, width: int, height: int, orientation: int, co
             raise images.ImageError(name, f"cannot decode: {str(exc).strip().splitlines()[-1]}") from None
     # The grid is symmetric: cut in the stored frame, then turn each tile upright and put the
     # candidates in upright raster order, so the choice is the one the upright picture gives.
-    turn = _ORIENT.get(orientation)
     if turn is None:
         return choose(np.stack(stored))
     order = turn(np.arange(n * n).reshape(n, n, 1))[..., 0].ravel()
-    return choose(np.ascontiguousarray(np.stack([turn(stored[i]) for i in order])))
+    return choose(np.stack([turn(stored[i]) for i in order]))
 
 
 def _bands(ys: list[int], height: int) -> list[tuple[int, int]]:
-    """``(top, rows)`` of each run of tile rows, overlapping tiles merged (a band is never read twice)."""
+    """``(top, rows)`` of each run of tile rows, overlapping tiles merged (rows are fetched in order, never above a finished band)."""
     out: list[list[int]] = []
     for y in ys:
         if out and y <= out[-1][0] + out[-1][1]:
