@@ -384,9 +384,10 @@ def prepare_file(path: Path, input_size: int = INPUT_SIZE,
     if known(item.sha256) is None:
         try:
             # Decode the very bytes that were hashed, so a file changing meanwhile cannot mismatch.
-            item.image = load_image(io.BytesIO(data), input_size, name=path)
-            if detail:
-                item.tiles = tiling.load_tiles(data, path)
+            if detail:  # one draft decode serves the whole-image input and the tiles' ranking
+                item.image, item.tiles = tiling.load_image_and_tiles(data, path, input_size)
+            else:
+                item.image = load_image(io.BytesIO(data), input_size, name=path)
         except ImageError as exc:
             item.image = item.tiles = None
             item.error = str(exc)

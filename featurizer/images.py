@@ -94,7 +94,7 @@ def read_image_bytes(path: Path, before: os.stat_result | None = None) -> bytes:
 
 def load_image(source, size: int = 224, *, draft: bool = True, name=None,
                max_pixels: int | None = None, max_seconds: float | None = None,
-               budget: "DecodeBudget | None" = None) -> np.ndarray:
+               budget: "DecodeBudget | None" = None, keep_draft: bool = False):
     """Decode ``source`` (a path or a binary file object) into an RGB array of shape ``(size, size, 3)``, dtype uint8.
 
     EXIF orientation is applied; palette, alpha (composited over white), CMYK, 16-bit and grayscale
@@ -104,9 +104,15 @@ def load_image(source, size: int = 224, *, draft: bool = True, name=None,
     Images of more than ``max_pixels`` (default ``MAX_PIXELS``) are refused before decoding, and a
     decode still running after ``max_seconds`` (default ``MAX_DECODE_SECONDS``) is abandoned. The
     decode reserves :func:`decode_bytes` from ``budget`` (default: the process-wide one) first.
+    With ``keep_draft``: ``(image, picture)``, also the oriented uint8 RGB picture it was resized from
+    (``detail`` ranks tiles on it); it outlives the reservation, so ask only for a JPEG's small draft.
     """
-    return _decode(source, size, lambda rgb: np.asarray(rgb.resize((size, size), RESAMPLE), dtype=np.uint8),
-                   draft=draft, name=name, max_pixels=max_pixels, max_seconds=max_seconds, budget=budget)
+    def resized(rgb):
+        return np.asarray(rgb.resize((size, size), RESAMPLE), dtype=np.uint8)
+
+    finish = (lambda rgb: (resized(rgb), np.asarray(rgb, dtype=np.uint8))) if keep_draft else resized
+    return _decode(source, size, finish, draft=draft, name=name, max_pixels=max_pixels, max_seconds=max_seconds,
+                   budget=budget)
 
 
 def load_preview(source, size: int, *, sha256: str | None = None, name=None,

@@ -111,6 +111,51 @@ def test_jpeg_candidates_chosen_as_the_upright_picture_chooses(orientation):
     np.testing.assert_array_equal(got, upright)  # same tiles, same order
 
 
+def test_draft_scale_is_the_scale_of_the_jpeg_draft_of_the_whole_image_input():
+    for width, height in ((4032, 3024), (1800, 1000), (1000, 900), (600, 480)):
+        with Image.open(io.BytesIO(jpeg_bytes(noisy_photo(width, height)))) as img:
+            img.draft("RGB", (224, 224))
+            s = tiles.draft_scale(height, width)
+            assert img.size == (-(-width // s), -(-height // s))
+    assert tiles.draft_scale(3024, 4032) == 8 and tiles.draft_scale(1000, 1800) == 4
+
+
+def test_large_jpeg_candidates_are_ranked_on_the_draft_given():
+    picture = noisy_photo(1800, 1000, noise=1.5)
+    data = jpeg_bytes(picture)
+    n, s = tiles.grid_size(1000, 1800), tiles.draft_scale(1000, 1800)
+    ys, xs = tiles.starts(1000, n), tiles.starts(1800, n)
+    draft = np.full((-(-1000 // s), -(-1800 // s), 3), 128, np.uint8)
+    busy = [1, 2, 4, 6, 7, 9, 11, 12, 14]  # of 4 x 4; textured only in this made-up draft, not in the picture
+    rng = np.random.default_rng(1)
+    for i in busy:
+        y, x, k = ys[i // n] // s, xs[i % n] // s, tiles.TILE // s
+        draft[y:y + k, x:x + k] = rng.integers(0, 256, (k, k, 3), dtype=np.uint8)
+    got = tiles.load_tiles(data, "big.jpg", draft=draft)
+    full = images.load_native(io.BytesIO(data), lambda p: p)
+    want = np.stack([full[ys[i // n]:ys[i // n] + 112, xs[i % n]:xs[i % n] + 112] for i in busy])
+    assert np.abs(got.astype(int) - want).max() <= 1  # those candidates, at full resolution
+    assert not np.array_equal(tiles.chosen(1000, 1800, tiles.reduce(full)), busy)  # the picture itself ranks others
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_one_draft_decode_gives_the_input_and_the_tiles(orientation, monkeypatch):
+    data = jpeg_bytes(textured_frame(1800, 1000, [0, 3, 5, 6, 9, 10, 12, 13, 15], seed=4), orientation)
+    image, got = tiles.load_image_and_tiles(data, "big.jpg", 224)
+    np.testing.assert_array_equal(image, images.load_image(io.BytesIO(data), 224))
+    np.testing.assert_array_equal(got, tiles.load_tiles(data, "big.jpg"))
+    np.testing.assert_array_equal(got, images.load_native(io.BytesIO(data), tiles.cut))  # as the upright picture
+    decodes = []
+    real = images.load_image
+    monkeypatch.setattr(images, "load_image", lambda *a, **k: decodes.append(k) or real(*a, **k))
+    tiles.load_image_and_tiles(data, "big.jpg", 224)
+    assert len(decodes) == 1  # the draft was not decoded a second time for the ranking
+    png = io.BytesIO()
+    Image.fromarray(noisy_photo(400, 300, noise=8)).save(png, "PNG")
+    image, got = tiles.load_image_and_tiles(png.getvalue(), "p.png", 224)
+    assert image.shape == (224, 224, 3) and got.shape == (tiles.TILES, tiles.TILE, tiles.TILE, 3)
+
+
 def test_jpeg_tiles_from_libvips_are_the_pixels_of_a_full_decode():
     data = jpeg_bytes(noisy_photo(600, 480, noise=12))
     got = tiles.load_tiles(data, "photo.jpg")

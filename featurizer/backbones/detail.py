@@ -25,11 +25,13 @@ from stylesift.featurizer.weights import Weights
 # 0.995-0.997 accuracy either way) at 45 % of the compute; conv1 added nothing. Version 2 stops at
 # conv2's second block on 112-px tiles: 12.6 instead of 19.4 CPU-ms an image, no loss measured
 # (block 1 lost 0.009 on defocus; docs/choosing-features.md). Version 3 keeps that network and, on
-# frames of 896 px and more, feeds it the nine busiest of up to 64 candidate tiles (tiles.py).
+# frames of 896 px and more, feeds it the nine busiest of up to 64 candidate tiles (tiles.py); version 4
+# ranks those candidates on the JPEG draft the 224-px input is decoded from, so only the nine are
+# decoded at full size (12-MP photo: 23 instead of 32 ms).
 DETAIL_LAYERS = ("conv2_block2_out",)
 DETAIL_CHANNELS = 256
 STATISTICS = ("mean", "std")
-DETAIL_VERSION = 3  # bump when layers, statistics, pooling or placement change: part of the fingerprint
+DETAIL_VERSION = 4  # bump when layers, statistics, pooling or placement change: part of the fingerprint
 DETAIL_DIM = DETAIL_CHANNELS * len(DETAIL_LAYERS) * len(STATISTICS)
 FLOAT32_MIN_COSINE = 0.9999  # OpenVINO float32 against Keras, per image, to share the float32 detail space
 

@@ -6,7 +6,7 @@ store (or the recorder's pending rows) holds already, as ``score`` does; else de
 project's bounded decoder (:func:`~stylesift.featurizer.images.load_image`, in the shared decode
 memory budget) in a pool of decode threads and hand it to the :class:`MicroBatcher`; when the model
 needs the ``detail`` set, the same thread also cuts the upload's native-resolution tiles
-(:func:`~stylesift.featurizer.tiles.load_tiles`, the decode ``extract`` uses, reserving from the same
+(:func:`~stylesift.featurizer.tiles.load_image_and_tiles`, the decode ``extract`` uses, reserving from the same
 budget) and they travel with the image into the batch. Then per
 request, with the model in use at that moment: :func:`~stylesift.classifiers.predict.score_rows`,
 the same function ``score`` builds its rows with, so a row is what ``score --json`` prints for
@@ -294,7 +294,7 @@ class ScoringService:
     def _prepare(self, upload: Upload, phash: bool) -> _Prepared:
         """Hash, look up and decode one image (and its ``detail`` tiles) in a decode thread; never raises for a bad image."""
         from stylesift.featurizer.images import ImageError, load_image, perceptual_hash
-        from stylesift.featurizer.tiles import load_tiles
+        from stylesift.featurizer.tiles import load_image_and_tiles
 
         queued = False
         try:
@@ -311,10 +311,13 @@ class ScoringService:
                 out.known = True
                 return out
             try:
-                image = load_image(io.BytesIO(data), self.featurizer.input_size, name=upload.filename, budget=self.budget)
                 # One decode after the other, each inside its own reservation: an upload never holds both.
-                tiles = (load_tiles(data, upload.filename, budget=self.budget) if self.featurizer.wants_detail
-                         else None)
+                if self.featurizer.wants_detail:
+                    image, tiles = load_image_and_tiles(data, upload.filename, self.featurizer.input_size, self.budget)
+                else:
+                    image = load_image(io.BytesIO(data), self.featurizer.input_size, name=upload.filename,
+                                       budget=self.budget)
+                    tiles = None
             except ImageError as exc:
                 out.error = str(exc)
                 return out
