@@ -38,7 +38,7 @@ from stylesift.classifiers.base import BinaryClassifierMixin, StyleScorer
 # difference between the feeds rather than a real share.
 PRIOR_FLOOR = 0.001
 # C="auto": the penalties tried, and the unlabelled rows the choice is made on (the choice needs the
-# shape of the data, not all of it: four trial fits on 5,000 rows cost less than one fit on 100,000).
+# shape of the data, not all of it: the trial fits on 5,000 rows cost less than one fit on 100,000).
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
 SELECT_BACKGROUND = 5000
 
