@@ -27,7 +27,9 @@ def test_a_0_2_0_bundle_loads_and_scores_as_it_did(method):
     bundle = Bundle.load(HERE / f"{method}.ssmodel", fingerprint=EXPECTED["fingerprint"], check_versions=False)
     want = EXPECTED["methods"][method]
     assert bundle.method == method and bundle.threshold == want["threshold"]
-    np.testing.assert_allclose(bundle.score(np.load(HERE / "queries.npy")), want["scores"], rtol=1e-6, atol=1e-9)
+    # Float tolerance, not bit equality: the BLAS kernels differ by CPU (an AVX2-only EPYC moved the
+    # two-class-default score 0.02541805 to 0.02541801, relative 1.4e-6); a wrong model is off by far more.
+    np.testing.assert_allclose(bundle.score(np.load(HERE / "queries.npy")), want["scores"], rtol=1e-5, atol=1e-7)
 
 
 def test_every_type_a_0_2_0_bundle_names_is_still_on_the_allow_list():
