@@ -1,7 +1,7 @@
 """Benchmark: `stylesift train` as a whole process (imports, store load, fit, bundle save) for every method.
 
     .venv/bin/python benchmarks/train_process.py --stores food.h5 nature.h5 camera.h5 --positive good \\
-        --negative plain --out /tmp/train-process [--repeat 2]
+        --negative plain --out /tmp/train-process [--repeat 2] [--methods pu head ...]
 
 Builds two stores of jittered copies of the given stores' rows (as benchmarks/classifiers.py makes
 its vectors: each value times 1 + 0.05 N(0, 1), absolute value): 10,000 labelled rows, and 1,000
@@ -80,11 +80,12 @@ def main() -> None:
     parser.add_argument("--negative", default="negative")
     parser.add_argument("--out", type=Path, required=True, help="folder for the jittered stores and the bundles")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=[*METHODS, "pu"], choices=[*METHODS, "pu"])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     labelled, feed = build(args.stores, args.positive, args.negative, args.out)
     result = {}
-    for method in (*METHODS, "pu"):
+    for method in args.methods:
         store, negative = (feed, []) if method == "pu" else (labelled, ["--negative", args.negative])
         result[method] = [timed(["train", "--store", str(store), "--positive", args.positive, *negative, "--method", method,
                                  "--out", str(args.out / f"{method}.ssmodel"), "--json"]) for _ in range(args.repeat)]

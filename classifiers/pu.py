@@ -64,7 +64,8 @@ def _fit_fold(X: np.ndarray, rows: np.ndarray, target: np.ndarray, weight: np.nd
     rows : ndarray of int, shape (n_train,)
         Training rows of the fold.
     target, weight : ndarray of shape (n_train,)
-        1 for labelled positives, 0 for background rows; each row's sample weight.
+        1 for labelled positives, 0 for background rows; each row's sample weight. ``rows`` may
+        repeat a row (the reweighted refit trains each background row once as each class).
 
     Returns
     -------
@@ -207,8 +208,28 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
         Unlabelled rows each fold model trains on, at most; more are subsampled per fold and the
         kept ones weighted up to stand for all of them (so ``g`` stays calibrated). Why: the fit
         cost grows with the rows while its accuracy is set by the few labelled positives; past
-        ~20 unlabelled rows per positive the log-odds barely move. Every row is still *scored*
-        out of fold.
+        ~20 unlabelled rows per positive the first models' log-odds barely move. With ``reweight``
+        those models only weigh the rows and give the prior, and 5,000 rows did better than 20,000
+        (1,000 positives + 100,000 jittered content rows, 38% / 20% of them positive: refit ROC AUC
+        on fresh rows 0.9986 / 0.9993 against 0.9978 / 0.9990, prior 0.354 / 0.190 against 0.349 /
+        0.179), 1.7 s faster. Every row is still *scored* out of fold.
+    reweight : bool
+        Refit each fold model as Elkan & Noto's weighted classifier of ``p(y=1 | x)`` (their section
+        4): every labelled positive counts as a positive, and every unlabelled row twice, as a
+        positive with weight ``w = p(y=1 | x, s=0) = (1 − c)/c · g/(1 − g)`` (capped at 1; ``g``
+        calibrated, from the fold's first model) and as a negative with weight ``1 − w``. Why: the
+        hidden positives stop counting as negatives, and the ranking of the feed improves where
+        ``g`` alone was blurred by them (content stores, pooled: ROC AUC 0.9999 / 0.9997 / 0.9951
+        on food, camera and nature against 0.9997 / 0.9993 / 0.9941; benchmarks, "PU: the weighted
+        refit"). On 100,000 jittered copies of a few thousand images it ranked fresh ones a little
+        worse (0.9986 against 0.9995) and thresholded them better (accuracy 0.969 against 0.953):
+        ``False`` gives the first models alone. The prior, ``c`` and the calibration stay those of
+        the first models. Each refit starts cold: warm-started from the first model, lbfgs took
+        more iterations (92 against 58-65 on the content stores), the optimum lying elsewhere.
+    max_reweight_background : int
+        Unlabelled rows each refit trains on, at most (subsampled and weighted up as for
+        ``max_background``). Why: each row enters twice, and the refit's accuracy, like the first
+        fit's, is set by the few labelled positives; this keeps the refit's cost flat in the feed.
     max_iter : int
         lbfgs iterations per fold.
     n_jobs : int, optional
@@ -220,7 +241,8 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
     ----------
     pipeline_ : Pipeline
         ``logistic``: one ``LogisticRegression`` holding the mean of the fold models' weights, so its
-        decision function is their mean log-odds ``logit g(x)`` (see the module docstring).
+        decision function is their mean log-odds: ``logit g(x)`` (see the module docstring), or with
+        ``reweight`` the refits' ``logit p(y=1 | x)``.
     offset_ : float
         Threshold on :meth:`score_samples` (the bagged log-odds); also ``threshold_``.
     classes_ : ndarray of shape (2,)
@@ -244,6 +266,9 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
         Unlabelled rows in the fit (known negatives not counted).
     fold_background_rows_ : ndarray of int, shape (n_folds,)
         Unlabelled rows each fold model trained on (at most ``max_background``).
+    reweight_background_rows_ : ndarray of int, shape (n_folds,)
+        With ``reweight``: unlabelled rows each refit trained on (at most ``max_reweight_background``;
+        a row certain to be one class enters once, as that class).
     oof_scores_ : ndarray of shape (n_samples,)
         Each training row's log-odds under the fold model that did not see it: the scores to judge
         training rows by (``score_samples`` of a training row comes from models that saw it).
@@ -261,12 +286,15 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
     """
 
     def __init__(self, cv: int = 5, C: float | str = "auto", threshold: str = "prior", target_recall: float | None = None,
-                 max_background: int = 20000, max_iter: int = 500, n_jobs: int | None = None, random_state: int = 0):
+                 max_background: int = 5000, reweight: bool = True, max_reweight_background: int = 3000,
+                 max_iter: int = 500, n_jobs: int | None = None, random_state: int = 0):
         self.cv = cv
         self.C = C
         self.threshold = threshold
         self.target_recall = target_recall
         self.max_background = max_background
+        self.reweight = reweight
+        self.max_reweight_background = max_reweight_background
         self.max_iter = max_iter
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -307,23 +335,18 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
         for i, (_, test) in enumerate(StratifiedKFold(k, shuffle=True, random_state=self.random_state).split(X, strata)):
             self.folds_[test] = i
         jobs = self._fold_jobs(labelled, known, background, k)
-        with threadpool_limits(1 if self.n_jobs not in (None, 1) else None):
-            fits = Parallel(n_jobs=min(k, effective_n_jobs(self.n_jobs)), prefer="threads")(
-                delayed(_fit_fold)(X, rows, target, weight, self.C_, self.max_iter) for rows, target, weight in jobs)
-        self.fold_coef_ = np.stack([f[0] for f in fits])
-        self.fold_intercept_ = np.array([f[1] for f in fits])
+        self._set_folds(X, self._fit_jobs(X, jobs))
         self.fold_background_rows_ = np.array([int(background[rows].sum()) for rows, _, _ in jobs])
-        # One float32 product for every fold model at once (X[held] would copy the rows first).
-        every = X @ self.fold_coef_.T.astype(np.float32)
-        self.oof_scores_ = every[np.arange(len(X)), self.folds_].astype(float) + self.fold_intercept_[self.folds_]
-        self.pipeline_ = Pipeline([("logistic", _linear_model(self.fold_coef_.mean(0), self.fold_intercept_.mean(),
-                                                              self.classes_))])
         self.background_rows_ = int(background.sum())
         self._set_prior(labelled, background, known)
+        if self.reweight:
+            jobs = self._reweight_jobs(X, jobs, background)
+            self.reweight_background_rows_ = np.array([int(np.unique(rows[background[rows]]).size)
+                                                       for rows, _, _ in jobs])
+            self._set_folds(X, self._fit_jobs(X, jobs))
         self._set_offset(X, labelled, background)
         self.best_params_ = {"C": self.C_, "cv": k, "threshold": self._threshold_rule(),
                              "class_prior": round(self.class_prior_, 4), "label_frequency": round(self.label_frequency_, 4)}
-        self.n_iter_ = np.array([f[2] for f in fits])
         self.notes_ = list(self._notes)
         available = self.background_rows_ - np.bincount(self.folds_[background], minlength=k)
         if (self.fold_background_rows_ < available).any():
@@ -346,7 +369,8 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
         # largest C cost more than the three others together (125 iterations against 31 at 0.003).
         for C in sorted(C_GRID):
             trial = PUClassifier(cv=self.cv, C=C, threshold="posterior", max_background=self.max_background,
-                                 max_iter=self.max_iter, n_jobs=self.n_jobs, random_state=self.random_state)
+                                 reweight=False, max_iter=self.max_iter, n_jobs=self.n_jobs,
+                                 random_state=self.random_state)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a trial's clipped prior is not the final model's
                 trial.fit(X[rows], labelled[rows].astype(int), negative=known[rows])
@@ -357,6 +381,50 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
                 break
         self.C_losses_ = losses
         return min(losses, key=losses.get)
+
+    def _fit_jobs(self, X, jobs) -> list[tuple[np.ndarray, float, int]]:
+        with threadpool_limits(1 if self.n_jobs not in (None, 1) else None):
+            return Parallel(n_jobs=min(len(jobs), effective_n_jobs(self.n_jobs)), prefer="threads")(
+                delayed(_fit_fold)(X, rows, target, weight, self.C_, self.max_iter) for rows, target, weight in jobs)
+
+    def _set_folds(self, X, fits) -> None:
+        self.fold_coef_ = np.stack([f[0] for f in fits])
+        self.fold_intercept_ = np.array([f[1] for f in fits])
+        self.n_iter_ = np.array([f[2] for f in fits])
+        # One float32 product for every fold model at once (X[held] would copy the rows first).
+        every = X @ self.fold_coef_.T.astype(np.float32)
+        self.oof_scores_ = every[np.arange(len(X)), self.folds_].astype(float) + self.fold_intercept_[self.folds_]
+        self.pipeline_ = Pipeline([("logistic", _linear_model(self.fold_coef_.mean(0), self.fold_intercept_.mean(),
+                                                              self.classes_))])
+
+    def _reweight_jobs(self, X, jobs, background) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per fold: the weighted refit's rows, targets and weights (see the ``reweight`` parameter).
+
+        Each fold's refit uses only that fold's training rows, scored by that fold's first model;
+        its held-out rows reach it only through the three scalars ``a, b, c`` of the calibration.
+        """
+        rng = np.random.default_rng(self.random_state + 1)
+        a, b = self.calibration_
+        c = self.label_frequency_
+        out = []
+        for i, (rows, target, weight) in enumerate(jobs):
+            bg = background[rows]
+            pool = np.flatnonzero(bg)
+            keep = pool
+            if len(pool) > self.max_reweight_background:
+                keep = np.sort(rng.choice(pool, int(self.max_reweight_background), replace=False))
+            bw = weight[keep] * (len(pool) / max(len(keep), 1))
+            z = X[rows[keep]] @ self.fold_coef_[i].astype(np.float32) + self.fold_intercept_[i]
+            w = np.minimum(1.0, (1 - c) / c * np.exp(np.clip(a * z + b, -50, 50)))
+            fixed = np.flatnonzero(~bg)
+            r = np.concatenate([rows[fixed], rows[keep], rows[keep]])
+            t = np.concatenate([target[fixed], np.ones(len(keep), int), np.zeros(len(keep), int)])
+            sw = np.concatenate([weight[fixed], bw * w, bw * (1 - w)])
+            used = sw > 0  # a row that is surely one class needs no copy as the other
+            if t[used].min() == t[used].max():  # degenerate (every copy one class): sklearn needs both
+                used[:] = True
+            out.append((r[used], t[used], sw[used]))
+        return out
 
     def _fold_jobs(self, labelled, known, background, k) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per fold: training rows (sorted), their targets (1 = labelled) and sample weights."""
@@ -403,6 +471,8 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
     def _set_offset(self, X, labelled, background) -> None:
         if self.target_recall is not None:
             self.offset_ = float(np.quantile(self.oof_scores_[labelled], 1 - self.target_recall, method="lower"))
+        elif self.threshold == "posterior" and self.reweight:
+            self.offset_ = 0.0  # the refits' log-odds are those of p(y=1 | x) itself
         elif self.threshold == "posterior":
             # g / c >= 1/2  <=>  calibrated g >= c / 2  <=>  a * score + b >= logit(c / 2)
             a, b = self.calibration_
@@ -416,8 +486,13 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
             self.offset_ = float(np.quantile(bagged, 1 - self.class_prior_, method="higher"))
 
     def posterior(self, X) -> np.ndarray:
-        """Elkan–Noto's ``p(y=1 | x) = g(x) / c``, capped at 1, for rows ``X`` (shape ``(n_samples, n_features)``): shape ``(n_samples,)``."""
+        """Elkan–Noto's ``p(y=1 | x)`` for rows ``X`` (shape ``(n_samples, n_features)``): shape ``(n_samples,)``.
+
+        With ``reweight``, the sigmoid of the refits' bagged log-odds; without, ``g(x) / c`` capped at 1.
+        """
         check_is_fitted(self, "pipeline_")
+        if self.reweight:
+            return _sigmoid(self.score_samples(X))
         a, b = self.calibration_
         return np.minimum(1.0, _sigmoid(a * self.score_samples(X) + b) / self.label_frequency_)
 

@@ -69,21 +69,51 @@ def test_training_rows_are_judged_by_scores_out_of_fold(task):
                                    rtol=1e-4, atol=1e-4)
     # ...and that model never saw the fold: replace the features of some of a fold's rows and the
     # other rows of the fold keep their scores exactly, while every other fold model changes.
-    # (Folds follow the labels and the seed only, so they stay where they were.)
+    # (Folds follow the labels and the seed only, so they stay where they were.) Exact for the
+    # first fit alone; the weighted refit sees its held-out rows through three scalars (the
+    # calibration a, b and c), so it moves, but far less than the folds that trained on the rows.
     k, changed = 2, np.flatnonzero(model.folds_ == 2)[:40]
     X2 = X.copy()
     X2[changed] = np.random.default_rng(9).normal(size=(len(changed), D)) * 5
-    refit = PUClassifier(random_state=0).fit(X2, s)
-    np.testing.assert_array_equal(refit.folds_, model.folds_)
     same = (model.folds_ == k) & ~np.isin(np.arange(len(X)), changed)
-    np.testing.assert_array_equal(refit.fold_coef_[k], model.fold_coef_[k])
-    np.testing.assert_array_equal(refit.oof_scores_[same], model.oof_scores_[same])
-    assert not np.allclose(refit.fold_coef_[np.arange(5) != k], model.fold_coef_[np.arange(5) != k])
+    others = np.arange(5) != k
+    first, first2 = (PUClassifier(reweight=False, random_state=0).fit(Z, s) for Z in (X, X2))
+    np.testing.assert_array_equal(first2.folds_, first.folds_)
+    np.testing.assert_array_equal(first2.fold_coef_[k], first.fold_coef_[k])
+    np.testing.assert_array_equal(first2.oof_scores_[same], first.oof_scores_[same])
+    assert not np.allclose(first2.fold_coef_[others], first.fold_coef_[others])
+    refit, refit2 = (PUClassifier(random_state=0).fit(Z, s) for Z in (X, X2))
+    moved = np.linalg.norm(refit2.fold_coef_ - refit.fold_coef_, axis=1) / np.linalg.norm(refit.fold_coef_, axis=1)
+    assert moved[k] < 0.2 * moved[others].min()
     # As good as scores of new rows: the training rows' out-of-fold ranking is as good as the
     # bagged model's ranking of a fresh sample of the feed.
     Xn, yn, sn = blobs(900, 1800, 1 / 3, seed=3)
     fresh = roc_auc_score(yn[~sn], model.score_samples(Xn[~sn]))
     assert abs(roc_auc_score(y[~s], model.oof_scores_[~s]) - fresh) <= 0.01
+
+
+def test_weighted_refit_estimates_the_posterior_itself(task):
+    # Elkan & Noto's weighted refit learns p(y=1 | x) rather than p(s=1 | x): its posterior's mean
+    # over the unlabelled rows is the share of positives hidden there (wrong weights, such as
+    # counting every unlabelled row as a negative, would put it near 0), and its threshold is
+    # p = 1/2, i.e. log-odds 0.
+    X, y, s, model = task
+    unlabelled = ~s
+    assert model.offset_ == 0.0
+    post = model.posterior(X[unlabelled])
+    np.testing.assert_allclose(post, 1 / (1 + np.exp(-model.score_samples(X[unlabelled]))))
+    assert abs(post.mean() - y[unlabelled].mean()) <= 0.05
+    first = PUClassifier(threshold="posterior", reweight=False, random_state=0).fit(X, s)
+    assert np.mean(1 / (1 + np.exp(-first.score_samples(X[unlabelled]))) >= 0.5) < 0.05  # g alone: few pass 1/2
+    assert np.mean(post >= 0.5) == pytest.approx(y[unlabelled].mean(), abs=0.05)
+    assert roc_auc_score(y[unlabelled], model.oof_scores_[unlabelled]) >= \
+        roc_auc_score(y[unlabelled], first.oof_scores_[unlabelled]) - 0.005
+    # The prior, c and the calibration are the first fit's.
+    assert model.class_prior_ == first.class_prior_ and model.calibration_ == first.calibration_
+    np.testing.assert_array_equal(model.reweight_background_rows_, model.fold_background_rows_)
+    capped = PUClassifier(threshold="posterior", max_reweight_background=500, random_state=0).fit(X, s)
+    np.testing.assert_array_equal(capped.reweight_background_rows_, 500)
+    assert abs(capped.posterior(X[unlabelled]).mean() - y[unlabelled].mean()) <= 0.05
 
 
 def test_known_negatives_join_the_background_but_not_the_prior():
@@ -133,10 +163,14 @@ def test_thresholds_from_prior_and_from_target_recall(task):
     recall = PUClassifier(target_recall=0.8, random_state=0).fit(X, s)
     assert np.mean(recall.oof_scores_[s] >= recall.offset_) == pytest.approx(0.8, abs=0.01)
     assert recall.best_params_["threshold"] == "target_recall 0.8"
-    # The posterior rule: g / c = 1/2 exactly at the threshold, g calibrated on the out-of-fold scores.
-    a, b = posterior.calibration_
-    assert 1 / (1 + np.exp(-(a * posterior.offset_ + b))) / posterior.label_frequency_ == pytest.approx(0.5)
-    np.testing.assert_allclose(posterior.posterior(X[:50]) >= 0.5, posterior.predict(X[:50]))
+    np.testing.assert_array_equal(posterior.posterior(X[:50]) >= 0.5, posterior.predict(X[:50]))
+    # Without the refit, the posterior rule is g / c = 1/2 exactly at the threshold, g calibrated
+    # on the out-of-fold scores.
+    plain = PUClassifier(threshold="posterior", reweight=False, random_state=0).fit(X, s)
+    a, b = plain.calibration_
+    assert 1 / (1 + np.exp(-(a * plain.offset_ + b))) / plain.label_frequency_ == pytest.approx(0.5)
+    np.testing.assert_array_equal(plain.posterior(X[:50]) >= 0.5, plain.predict(X[:50]))
+    assert np.mean(plain.predict(X[unlabelled]) == y[unlabelled]) >= 0.9
     with pytest.raises(ValueError, match="threshold must be one of"):
         PUClassifier(threshold="median").fit(X, s)
     with pytest.raises(ValueError, match="target_recall"):
@@ -168,11 +202,12 @@ def test_deterministic_with_random_state(task):
 
 def test_params_round_trip(task):
     X, _, s, _ = task
-    est = PUClassifier(cv=3, C=0.5, threshold="prior", target_recall=0.7, max_background=123, max_iter=50,
-                       n_jobs=2, random_state=7)
+    est = PUClassifier(cv=3, C=0.5, threshold="prior", target_recall=0.7, max_background=123, reweight=False,
+                       max_reweight_background=45, max_iter=50, n_jobs=2, random_state=7)
     params = est.get_params()
     assert params == {"cv": 3, "C": 0.5, "threshold": "prior", "target_recall": 0.7, "max_background": 123,
-                      "max_iter": 50, "n_jobs": 2, "random_state": 7}
+                      "reweight": False, "max_reweight_background": 45, "max_iter": 50, "n_jobs": 2,
+                      "random_state": 7}
     copy = clone(est)
     assert copy.get_params() == params and copy is not est
     assert est.set_params(C=2.0, cv=4) is est
