@@ -99,7 +99,7 @@ def test_weighted_refit_estimates_the_posterior_itself(task):
     # p = 1/2, i.e. log-odds 0.
     X, y, s, model = task
     unlabelled = ~s
-    assert model.offset_ == 0.0
+    assert model.reweighted_ and model.offset_ == 0.0
     post = model.posterior(X[unlabelled])
     np.testing.assert_allclose(post, 1 / (1 + np.exp(-model.score_samples(X[unlabelled]))))
     assert abs(post.mean() - y[unlabelled].mean()) <= 0.05
@@ -114,6 +114,19 @@ def test_weighted_refit_estimates_the_posterior_itself(task):
     capped = PUClassifier(threshold="posterior", max_reweight_background=500, random_state=0).fit(X, s)
     np.testing.assert_array_equal(capped.reweight_background_rows_, 500)
     assert abs(capped.posterior(X[unlabelled]).mean() - y[unlabelled].mean()) <= 0.05
+
+
+def test_few_labelled_positives_skip_the_refit_and_say_so():
+    X, _, s = blobs(60, 120, 1 / 3, seed=12)  # 20 labelled positives
+    model = PUClassifier(threshold="posterior", random_state=0).fit(X, s)
+    plain = PUClassifier(threshold="posterior", reweight=False, random_state=0).fit(X, s)
+    assert not model.reweighted_ and plain.reweighted_ is False
+    assert any("20 labelled positives, fewer than 30" in note and "no weighted refit" in note for note in model.notes_)
+    np.testing.assert_array_equal(model.oof_scores_, plain.oof_scores_)
+    assert model.offset_ == plain.offset_ != 0.0
+    np.testing.assert_array_equal(model.posterior(X[:20]), plain.posterior(X[:20]))
+    X2, _, s2 = blobs(90, 180, 1 / 3, seed=12)  # 30 labelled: refit
+    assert PUClassifier(random_state=0).fit(X2, s2).reweighted_
 
 
 def test_known_negatives_join_the_background_but_not_the_prior():
