@@ -95,6 +95,14 @@ def _fit_fold(X: np.ndarray, rows: np.ndarray, target: np.ndarray, weight: np.nd
     return coef, float(lr.intercept_[0] - coef @ mean), int(lr.n_iter_[0])
 
 
+def _subsample(pool: np.ndarray, cap: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """``pool`` itself, or ``cap`` of its entries drawn without replacement (sorted), and the weight
+    each kept entry gets to stand for the whole pool (``len(pool) / len(kept)``, 1 when none was dropped)."""
+    if len(pool) <= cap:
+        return pool, 1.0
+    return np.sort(rng.choice(pool, int(cap), replace=False)), len(pool) / int(cap)
+
+
 def _linear_model(coef: np.ndarray, intercept: float, classes: np.ndarray) -> LogisticRegression:
     """A fitted ``LogisticRegression`` whose log-odds are ``X @ coef + intercept`` (``coef``: shape ``(n_features,)``)."""
     lr = LogisticRegression()
@@ -422,11 +430,8 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
         out = []
         for i, (rows, target, weight) in enumerate(jobs):
             bg = background[rows]
-            pool = np.flatnonzero(bg)
-            keep = pool
-            if len(pool) > self.max_reweight_background:
-                keep = np.sort(rng.choice(pool, int(self.max_reweight_background), replace=False))
-            bw = weight[keep] * (len(pool) / max(len(keep), 1))
+            keep, up = _subsample(np.flatnonzero(bg), self.max_reweight_background, rng)
+            bw = weight[keep] * up
             z = X[rows[keep]] @ self.fold_coef_[i].astype(np.float32) + self.fold_intercept_[i]
             w = np.minimum(1.0, (1 - c) / c * np.exp(np.clip(a * z + b, -50, 50)))
             fixed = np.flatnonzero(~bg)
@@ -446,14 +451,11 @@ class PUClassifier(BinaryClassifierMixin, StyleScorer):
         for i in range(k):
             out = self.folds_ != i
             fixed = np.flatnonzero(out & (labelled | known))
-            pool = np.flatnonzero(out & background)
-            keep = pool
-            if len(pool) > self.max_background:
-                keep = np.sort(rng.choice(pool, int(self.max_background), replace=False))
+            keep, up = _subsample(np.flatnonzero(out & background), self.max_background, rng)
             rows = np.concatenate([fixed, keep])
             order = np.argsort(rows, kind="stable")
             target = labelled[rows].astype(int)
-            weight = np.where(background[rows], len(pool) / len(keep), 1.0)
+            weight = np.where(background[rows], up, 1.0)
             jobs.append((rows[order], target[order], weight[order]))
         return jobs
 
