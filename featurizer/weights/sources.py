@@ -100,11 +100,19 @@ def from_cache(cache: Path) -> Weights:
 def from_keras(cache: Path) -> Weights:
     import keras
 
+    # Keras writes "Downloading data from <address>" and its progress bar to stdout, which broke the
+    # first `--json` run on a fresh machine (and named a host the user never asked for): with its
+    # interactive logging off those lines go to absl's log at INFO level, hidden by default.
+    interactive = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()
     try:
         # Uses ~/.keras/models when the file is there, else Keras' own download.
         model = keras.applications.ResNet50(weights="imagenet", include_top=True)
     except Exception as exc:  # Keras raises bare Exception on fetch failures
         raise SourceUnavailable(f"keras.applications could not load or download them ({_first_line(exc)})") from exc
+    finally:
+        if interactive:
+            keras.config.enable_interactive_logging()
     return _save_to_cache(model, cache, source="keras")
 
 
