@@ -24,7 +24,8 @@ def check(
 ):
     """Read every part of the store and verify its checksums, and each similarity index; exit 0 healthy, 1 damaged.
 
-    A damaged index is reported but does not make the store damaged (it is derived data; --repair rebuilds it).
+    A damaged index or a top file older than the manifest is reported but does not make the store damaged
+    (derived data; --repair rebuilds it).
     """
     from stylesift.featurizer.search import check_indexes, describe
     from stylesift.featurizer.store import FeatureStore

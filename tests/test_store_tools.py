@@ -61,6 +61,26 @@ def test_check_finds_a_flipped_bit_names_file_and_rows_and_repair_moves_it_aside
     assert cli("store", "check", path).returncode == 0
 
 
+def test_a_top_file_left_behind_by_a_kill_is_reported_but_is_not_damage(tmp_path):
+    # A writer killed after its manifest commit and before the top file's rewrite leaves an older top
+    # file: every row is still in the parts, so `check` exits 0 and says what `--repair` would do.
+    from stylesift.featurizer.store.check import check
+
+    path = tmp_path / "s.h5"
+    build(path, n=40)
+    old_top = path.read_bytes()
+    with FeatureStore(path, "a", fingerprint=FP) as st:
+        st.add([sha(99)], np.ones((1, 2048), np.float32), [["/i/99.jpg"]])
+    path.write_bytes(old_top)  # as if killed before the rewrite
+    report = check(path)
+    assert report["healthy"] and [p["kind"] for p in report["problems"]] == ["top"]
+    done = cli("store", "check", path)
+    assert done.returncode == 0 and "healthy" in done.stdout and "top file missing or older" in done.stdout
+    assert len(FeatureStore(path)) == 41
+    assert check(path, repair=True)["repaired"]
+    assert check(path)["problems"] == []
+
+
 def test_a_damaged_record_and_a_stale_top_file_are_repaired(tmp_path):
     path = tmp_path / "s.h5"
     build(path, label_first=3)

@@ -120,7 +120,10 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
         except (OSError, KeyError, ValueError):
             pass
         if not top_ok and m["segments"]:
-            problems.append(_problem(path, "top file missing or older than the manifest (plain h5py readers see old rows)",
+            # Derived data, like an index: every row is in the parts, and a writer killed between its
+            # manifest and the top file's rewrite leaves exactly this, so it is reported, not damage.
+            problems.append(_problem(path, "top file missing or older than the manifest (stylesift reads every row; "
+                                     "plain h5py readers see old rows)",
                                      "run `stylesift store check --repair` (or any extract) to rewrite it", None, "top"))
         if repair:
             _repair(st, problems, bad_rows)
@@ -128,7 +131,8 @@ def check(path, repair: bool = False, block_rows: int = 8192) -> dict:
         st.close(commit=False)
     fixed = repair and all(p["kind"] in ("index", "top", "missing", "damaged", "record", "patch", "doubled")
                            for p in problems)
-    return {"store": str(path), "healthy": not problems, "repaired": bool(repair and problems and fixed),
+    damage = [p for p in problems if p["kind"] != "top"]
+    return {"store": str(path), "healthy": not damage, "repaired": bool(repair and problems and fixed),
             "rows": len(st), "segments": len(read_manifest(layout)["segments"]), "format_version": FORMAT_VERSION,
             "problems": problems}
 
