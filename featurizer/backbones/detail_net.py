@@ -22,6 +22,7 @@ from stylesift.featurizer.backbones.detail import (
     detail_fingerprint,
     detail_model,
 )
+from stylesift.featurizer.build_lock import build_lock
 from stylesift.featurizer.weights import Weights, cache_dir
 
 __all__ = ["DetailNet", "build_openvino", "model_path"]
@@ -47,8 +48,19 @@ def build_openvino(weights: Weights, precision: str, cache: Path | None = None) 
     """Convert (float32, checked against Keras) or quantize (int8) the detail network once; returns the ``.xml``."""
     ov_backbone.require_openvino("the detail set on openvino")
     target = model_path(weights, precision, cache)
-    if target.is_file() and (precision == "int8" or ov_backbone.check_path(target).is_file()):
+
+    def ready() -> bool:
+        return target.is_file() and (precision == "int8" or ov_backbone.check_path(target).is_file())
+
+    if ready():
         return target
+    with build_lock(target, f"the {precision} detail network"):
+        if not ready():  # or another process built it while this one waited
+            _build_openvino(weights, precision, cache, target)
+    return target
+
+
+def _build_openvino(weights: Weights, precision: str, cache: Path | None, target: Path) -> None:
     import openvino as ov
 
     if precision == "int8":
@@ -63,7 +75,7 @@ def build_openvino(weights: Weights, precision: str, cache: Path | None = None) 
         calibration = tiling.calibration_tiles()
         quantized = ov_backbone.quantize(ov.Core().read_model(str(float_xml)), calibration)
         ov_backbone.save_ir(quantized, target)
-        return target
+        return
     model = detail_model(weights)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -76,7 +88,6 @@ def build_openvino(weights: Weights, precision: str, cache: Path | None = None) 
     result = ov_backbone.check_equal({"detail": _keras_run(model, check)}, {"detail": got}, FLOAT32_MIN_COSINE)
     result["reference"] = "keras float32"
     ov_backbone.save_ir(converted, target, result)
-    return target
 
 
 class DetailNet:

@@ -36,6 +36,7 @@ import numpy as np
 from stylesift.atomic import atomic_path
 from stylesift.errors import StylesiftError
 from stylesift.featurizer.backbones.calibration import CALIBRATION_SET, calibration_images  # noqa: F401
+from stylesift.featurizer.build_lock import build_lock
 from stylesift.featurizer.weights import Weights, cache_dir
 
 # Everything that decides the quantized network besides the weights; part of the fingerprint.
@@ -86,6 +87,13 @@ def build_int8_model(weights: Weights, *, input_size: int = 224, cache: Path | N
     target = model_path(weights, cache)
     if target.is_file():
         return target
+    with build_lock(target, "the legacy int8 ONNX network"):
+        if not target.is_file():  # or another process built it while this one waited
+            _build_int8_model(weights, input_size, target)
+    return target
+
+
+def _build_int8_model(weights: Weights, input_size: int, target: Path) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -107,7 +115,6 @@ def build_int8_model(weights: Weights, *, input_size: int = 224, cache: Path | N
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
                 calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=RECIPE["float32_layers"],
             )
-    return target
 
 
 class Int8Backbone:

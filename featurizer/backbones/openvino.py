@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from stylesift.atomic import atomic_path, atomic_write
+from stylesift.featurizer.build_lock import build_lock
 from stylesift.featurizer.space import INPUT_SIZE
 from stylesift.featurizer.weights import Weights, cache_dir
 
@@ -155,6 +156,13 @@ def build_float32(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",),
     target = model_path(weights, "float32", feature_sets, input_size, cache)
     if target.is_file() and check_path(target).is_file():
         return target
+    with build_lock(target, "the float32 OpenVINO network"):
+        if not (target.is_file() and check_path(target).is_file()):  # or another process built it meanwhile
+            _build_float32(weights, feature_sets, input_size, target)
+    return target
+
+
+def _build_float32(weights: Weights, feature_sets: tuple[str, ...], input_size: int, target: Path) -> None:
     import openvino as ov
 
     from stylesift.featurizer.backbones.calibration import check_images
@@ -173,7 +181,6 @@ def build_float32(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",),
     result = check_equal(keras_backbone.run(images), got, FLOAT32_MIN_COSINE)
     result["reference"] = "keras float32"
     save_ir(model, target, result)
-    return target
 
 
 def build_int8(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",), input_size: int = INPUT_SIZE,
@@ -197,10 +204,13 @@ def build_int8(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",), in
 
     from stylesift.featurizer.backbones.calibration import calibration_images
 
-    float_xml = build_float32(weights, feature_sets, input_size, cache)
-    images = calibration_images(input_size)
-    quantized = quantize(ov.Core().read_model(str(float_xml)), np.concatenate([images, images[:, :, ::-1]]))
-    save_ir(quantized, target)
+    with build_lock(target, "the int8 OpenVINO network"):
+        if target.is_file():  # another process built it while this one waited
+            return target
+        float_xml = build_float32(weights, feature_sets, input_size, cache)
+        images = calibration_images(input_size)
+        quantized = quantize(ov.Core().read_model(str(float_xml)), np.concatenate([images, images[:, :, ::-1]]))
+        save_ir(quantized, target)
     return target
 
 

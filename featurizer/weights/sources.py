@@ -8,6 +8,7 @@ beside a small JSON record that is written last, so a half-written cache is neve
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from stylesift.atomic import atomic_path, atomic_write
 from stylesift.errors import StylesiftError
+from stylesift.featurizer.build_lock import build_lock
 from stylesift.featurizer.store.types import file_sha256
 
 WEIGHTS_ENV = "STYLESIFT_WEIGHTS"
@@ -75,12 +77,17 @@ def resolve(explicit: str | os.PathLike | None = None, *, cache: Path | None = N
     if explicit:
         # An explicit file is the user's word: no silent fallback when it is unusable.
         return from_explicit_file(Path(explicit).expanduser(), cache)
-    tried = []
-    for source in SOURCES:
-        try:
-            return source(cache)
-        except SourceUnavailable as exc:
-            tried.append(f"  - {source.__name__.removeprefix('from_').replace('_', ' ')}: {exc}")
+    with contextlib.suppress(SourceUnavailable):
+        return from_cache(cache)
+    # Missed: fetch and convert under the cache's build lock; a process that waited for another's fetch
+    # finds the cache filled (SOURCES begins with the cache).
+    with build_lock(cache / RECORD_FILE, "the ImageNet weights"):
+        tried = []
+        for source in SOURCES:
+            try:
+                return source(cache)
+            except SourceUnavailable as exc:
+                tried.append(f"  - {source.__name__.removeprefix('from_').replace('_', ' ')}: {exc}")
     raise WeightsNotFound(
         "could not find the ImageNet ResNet50 weights. Tried:\n"
         + "\n".join(tried)
