@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["build_lock", "lock_path"]
+__all__ = ["build_lock", "build_once", "lock_path"]
 
 log = logging.getLogger("stylesift.cache")
 
@@ -32,7 +32,8 @@ def lock_path(target: str | Path) -> Path:
 def build_lock(target: str | Path, what: str) -> Iterator[None]:
     """Hold the build lock of ``target`` (waiting, and saying so on the log, while another process builds it).
 
-    Use as ``if ready(): return`` / ``with build_lock(target, what):`` / ``if ready(): return`` / build.
+    Use as ``if ready(): return`` / ``with build_lock(target, what):`` / ``if ready(): return`` / build
+    (:func:`build_once` is that pattern for a builder that writes ``target``).
     Where the lock cannot be created (a read-only cache folder) the build goes on without it and fails, or
     not, on its own write, which names the folder.
     """
@@ -54,3 +55,13 @@ def build_lock(target: str | Path, what: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def build_once(target: Path, what: str, ready: Callable[[], bool], build: Callable[[], None]) -> Path:
+    """``target``, built by ``build()`` unless ``ready()`` (first without the lock, then again under it)."""
+    if ready():
+        return target
+    with build_lock(target, what):
+        if not ready():  # or another process built it while this one waited
+            build()
+    return target

@@ -22,7 +22,7 @@ from stylesift.featurizer.backbones.detail import (
     detail_fingerprint,
     detail_model,
 )
-from stylesift.featurizer.build_lock import build_lock
+from stylesift.featurizer.build_lock import build_once
 from stylesift.featurizer.weights import Weights, cache_dir
 
 __all__ = ["DetailNet", "build_openvino", "model_path"]
@@ -48,16 +48,9 @@ def build_openvino(weights: Weights, precision: str, cache: Path | None = None) 
     """Convert (float32, checked against Keras) or quantize (int8) the detail network once; returns the ``.xml``."""
     ov_backbone.require_openvino("the detail set on openvino")
     target = model_path(weights, precision, cache)
-
-    def ready() -> bool:
-        return target.is_file() and (precision == "int8" or ov_backbone.check_path(target).is_file())
-
-    if ready():
-        return target
-    with build_lock(target, f"the {precision} detail network"):
-        if not ready():  # or another process built it while this one waited
-            _build_openvino(weights, precision, cache, target)
-    return target
+    return build_once(target, f"the {precision} detail network",
+                      lambda: target.is_file() and (precision == "int8" or ov_backbone.check_path(target).is_file()),
+                      lambda: _build_openvino(weights, precision, cache, target))
 
 
 def _build_openvino(weights: Weights, precision: str, cache: Path | None, target: Path) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 from stylesift.atomic import atomic_path
 from stylesift.errors import StylesiftError
 from stylesift.featurizer.backbones.calibration import CALIBRATION_SET, calibration_images  # noqa: F401
-from stylesift.featurizer.build_lock import build_lock
+from stylesift.featurizer.build_lock import build_once
 from stylesift.featurizer.weights import Weights, cache_dir
 
 # Everything that decides the quantized network besides the weights; part of the fingerprint.
@@ -85,12 +85,8 @@ def build_int8_model(weights: Weights, *, input_size: int = 224, cache: Path | N
     """
     require_runtime()
     target = model_path(weights, cache)
-    if target.is_file():
-        return target
-    with build_lock(target, "the legacy int8 ONNX network"):
-        if not target.is_file():  # or another process built it while this one waited
-            _build_int8_model(weights, input_size, target)
-    return target
+    return build_once(target, "the legacy int8 ONNX network", target.is_file,
+                      lambda: _build_int8_model(weights, input_size, target))
 
 
 def _build_int8_model(weights: Weights, input_size: int, target: Path) -> None:

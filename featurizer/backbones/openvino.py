@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from stylesift.atomic import atomic_path, atomic_write
-from stylesift.featurizer.build_lock import build_lock
+from stylesift.featurizer.build_lock import build_once
 from stylesift.featurizer.space import INPUT_SIZE
 from stylesift.featurizer.weights import Weights, cache_dir
 
@@ -154,12 +154,8 @@ def build_float32(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",),
     """Convert the Keras model once, check it against Keras, cache it; returns the ``.xml`` (needs TensorFlow once)."""
     require_openvino()
     target = model_path(weights, "float32", feature_sets, input_size, cache)
-    if target.is_file() and check_path(target).is_file():
-        return target
-    with build_lock(target, "the float32 OpenVINO network"):
-        if not (target.is_file() and check_path(target).is_file()):  # or another process built it meanwhile
-            _build_float32(weights, feature_sets, input_size, target)
-    return target
+    return build_once(target, "the float32 OpenVINO network", lambda: target.is_file() and check_path(target).is_file(),
+                      lambda: _build_float32(weights, feature_sets, input_size, target))
 
 
 def _build_float32(weights: Weights, feature_sets: tuple[str, ...], input_size: int, target: Path) -> None:
@@ -191,8 +187,12 @@ def build_int8(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",), in
     """
     require_openvino("the int8 backbone")
     target = model_path(weights, "int8", feature_sets, input_size, cache)
-    if target.is_file():
-        return target
+    return build_once(target, "the int8 OpenVINO network", target.is_file,
+                      lambda: _build_int8(weights, feature_sets, input_size, cache, target))
+
+
+def _build_int8(weights: Weights, feature_sets: tuple[str, ...], input_size: int, cache: Path | None,
+                target: Path) -> None:
     try:
         import nncf  # noqa: F401 - only whether it is installed
     except ImportError:
@@ -204,14 +204,10 @@ def build_int8(weights: Weights, feature_sets: tuple[str, ...] = ("pooled",), in
 
     from stylesift.featurizer.backbones.calibration import calibration_images
 
-    with build_lock(target, "the int8 OpenVINO network"):
-        if target.is_file():  # another process built it while this one waited
-            return target
-        float_xml = build_float32(weights, feature_sets, input_size, cache)
-        images = calibration_images(input_size)
-        quantized = quantize(ov.Core().read_model(str(float_xml)), np.concatenate([images, images[:, :, ::-1]]))
-        save_ir(quantized, target)
-    return target
+    float_xml = build_float32(weights, feature_sets, input_size, cache)
+    images = calibration_images(input_size)
+    quantized = quantize(ov.Core().read_model(str(float_xml)), np.concatenate([images, images[:, :, ::-1]]))
+    save_ir(quantized, target)
 
 
 def quantize(model, images: np.ndarray):
