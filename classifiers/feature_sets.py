@@ -86,8 +86,12 @@ def load_features(store, rows, name: str) -> np.ndarray:
 
     A row lacking a part raises the store's error, which names the command that adds it.
     """
+    from stylesift.featurizer.store import feature_matrix
+
     blocks = [store.features(rows) if p == DEFAULT_SET else store.features(rows, feature_set=p) for p in parts(name)]
-    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+    if len(blocks) == 1:
+        return blocks[0]
+    return np.concatenate(blocks, axis=1, out=feature_matrix(len(blocks[0]), sum(b.shape[1] for b in blocks)))
 
 
 def bundle_set(summary: dict | None) -> str:

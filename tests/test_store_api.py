@@ -299,3 +299,41 @@ def test_a_segment_written_by_another_process_is_attached_checked_and_deduplicat
     assert list(st.sha256) == [sha(i) for i in range(5)]
     np.testing.assert_array_equal(st.features(), np.stack([feature_of(sha(i)) for i in range(5)]))
     assert st.labels.tolist() == ["", "", "", "good", "good"]
+
+
+def _vm_flags(array: np.ndarray) -> set[str]:
+    """The kernel's VmFlags of the mapping holding ``array``'s middle byte (Linux /proc/self/smaps).
+
+    The middle: numpy advises only the 2 MiB-aligned inside of its buffer, a mapping of its own.
+    """
+    address, flags, inside = array.__array_interface__["data"][0] + array.nbytes // 2, None, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "VmFlags:":
+                flags = set(line.split()[1:])
+                break
+    assert flags is not None, "no mapping holds the array"
+    return flags
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="VmFlags are a Linux /proc file")
+def test_a_large_read_lands_in_memory_without_huge_page_advice(tmp_path):
+    # numpy advises huge pages ("hg") for its large arrays; a store read fills its matrix once, in
+    # order, and on a long-running machine each huge page's first touch may wait on compaction.
+    if "hg" not in _vm_flags(np.empty((1024, 2048), np.float32)):
+        pytest.skip("numpy gives no huge-page advice on this kernel, so there is nothing to compare")
+    path = tmp_path / "s.h5"
+    with FeatureStore(path, "a", fingerprint=FP) as st:
+        add(st, range(700), label="good")
+    st = FeatureStore(path)
+    X = st.features(np.arange(700)[::-1])  # 5.6 MB, over numpy's 4 MiB threshold
+    assert "hg" not in _vm_flags(X)
+    assert X.dtype == np.float32 and X.flags.c_contiguous and X.flags.writeable
+    np.testing.assert_array_equal(X[0], feature_of(sha(699)))
+    np.testing.assert_array_equal(X[-1], feature_of(sha(0)))
+    small = st.features(np.arange(10))
+    assert type(small.base) is not type(X.base)  # small reads keep numpy's allocator

@@ -7,6 +7,7 @@ types, errors and the helpers extract uses.
 from __future__ import annotations
 
 from stylesift.featurizer.store.facade import CRASH_POINTS, FORMAT, FORMAT_VERSION, FeatureStore
+from stylesift.featurizer.store.reader import feature_matrix
 from stylesift.featurizer.store.types import (
     Failure,
     FeatureSpaceMismatch,
@@ -22,4 +23,4 @@ from stylesift.featurizer.store.writer import NONFINITE, finite_rows, split_fini
 
 __all__ = ["FeatureStore", "StoreError", "StoreBusy", "FeatureSpaceMismatch", "Failure", "Verdict", "display_path",
            "path_fields", "CRASH_POINTS", "FORMAT", "FORMAT_VERSION", "NONFINITE", "split_finite", "finite_rows",
-           "path_bytes", "file_sha256"]
+           "path_bytes", "file_sha256", "feature_matrix"]
