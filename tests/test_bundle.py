@@ -211,3 +211,22 @@ def test_upgrade_converts_a_format_1_bundle_when_trusted(tmp_path, fitted):
         upgrade(tampered, tmp_path / "t.ssmodel", trust_pickle=True)
     assert not trap.exists()
     assert hashlib.sha256(payload).hexdigest() == header["payload_sha256"]
+
+
+def test_small_payloads_are_deflated_and_large_float_ones_stored_both_loading_back(tmp_path, fitted, monkeypatch):
+    import zipfile
+
+    from stylesift.classifiers.bundle import model as bundle_model
+
+    def kinds(path):
+        return {i.compress_type for i in zipfile.ZipFile(io.BytesIO(split(path)[1])).infolist()}
+
+    model, X, _ = fitted
+    small = make_bundle(fitted).save(tmp_path / "small.ssmodel")
+    assert kinds(small) == {zipfile.ZIP_DEFLATED}
+    monkeypatch.setattr(bundle_model, "DEFLATE_UP_TO", len(split(small)[1]) // 2)  # this payload now counts as large
+    large = make_bundle(fitted).save(tmp_path / "large.ssmodel")
+    assert kinds(large) == {zipfile.ZIP_STORED}
+    assert len(split(large)[1]) > len(split(small)[1])
+    for path in (small, large):
+        np.testing.assert_array_equal(Bundle.load(path, fingerprint=dict(FINGERPRINT)).score(X), model.score_samples(X))

@@ -36,6 +36,13 @@ from stylesift.classifiers.bundle.header import (
 )
 from stylesift.featurizer.space import fingerprint_id
 
+# Payloads up to this size (uncompressed) are deflated at level 1; larger ones are stored as they are.
+# Why: a large payload is float arrays (stored positives, support vectors), which barely compress:
+# a nearest-positives model's 5,000 positives are 41.6 MB stored and 33.3 MB deflated, for 1.2 s of
+# a 7 s `train`. Smaller ones are mostly the training rows' hex ids and labels, which deflate 2-4x
+# in at most 0.25 s (docs/benchmarks.md, 2026-12-07).
+DEFLATE_UP_TO = 16 << 20
+
 
 @dataclass
 class Bundle:
@@ -104,12 +111,11 @@ class Bundle:
         import skops.io
 
         path = Path(path)
-        # Deflate level 1: float arrays barely compress, and level 6 spent 1.7 CPU-seconds on the
-        # 5,000 stored positives of a nearest-positives model for 3 % less (1.0 s at level 1).
-        payload = skops.io.dumps({"pipeline": brute_neighbors(self.pipeline),
-                                  "train_sha256": np.asarray(self.train_sha256, dtype=str),
-                                  "train_labels": np.asarray(self.train_labels, dtype=str)},
-                                 compression=zipfile.ZIP_DEFLATED, compresslevel=1)
+        content = {"pipeline": brute_neighbors(self.pipeline), "train_sha256": np.asarray(self.train_sha256, dtype=str),
+                   "train_labels": np.asarray(self.train_labels, dtype=str)}
+        payload = skops.io.dumps(content)
+        if len(payload) <= DEFLATE_UP_TO:
+            payload = skops.io.dumps(content, compression=zipfile.ZIP_DEFLATED, compresslevel=1)
         refused = untrusted_types(payload, path)
         if refused:
             raise BundleError(f"{path}: the model holds types outside the bundle allow-list ({', '.join(refused)}); "
