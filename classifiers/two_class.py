@@ -176,13 +176,21 @@ class TwoClassSVM(BinaryClassifierMixin, StyleScorer):
         folds = max(2, min(int(self.cv), int(ys.sum()), int((~ys).sum())))
         splits = list(StratifiedKFold(folds, shuffle=True, random_state=self.random_state).split(Xs, ys))
         candidates = list(ParameterGrid(SEARCH_GRID))
-        # Folds run in threads with one BLAS thread each: on a busy machine, BLAS threads that spin
-        # while waiting for a core made this search five times slower than single-threaded calls.
+        groups: dict[str, list[int]] = {}
+        for i, c in enumerate(candidates):
+            groups.setdefault(c["normalize"], []).append(i)
+        # One job per fold and normalisation (the candidates sharing one PCA): three folds alone kept
+        # one of two cores idle for a third of the search. Jobs run in threads with one BLAS thread
+        # each: on a busy machine, BLAS threads that spin while waiting for a core made this search
+        # five times slower than single-threaded calls.
+        jobs = [(f, idx) for f in range(folds) for idx in groups.values()]
         with threadpool_limits(1):
-            per_fold = Parallel(n_jobs=min(folds, effective_n_jobs(self.n_jobs)), prefer="threads")(
-                delayed(_fold_results)(candidates, Xs[train], ys[train], Xs[test], ys[test], self.random_state)
-                for train, test in splits)
-        acc, auc, seconds = (np.stack([r[m] for r in per_fold], axis=1) for m in ("accuracy", "roc_auc", "seconds"))
+            parts = Parallel(n_jobs=min(len(jobs), effective_n_jobs(self.n_jobs)), prefer="threads")(
+                delayed(_fold_results)([candidates[i] for i in idx], Xs[splits[f][0]], ys[splits[f][0]],
+                                       Xs[splits[f][1]], ys[splits[f][1]], self.random_state) for f, idx in jobs)
+        acc, auc, seconds = (np.zeros((len(candidates), folds)) for _ in range(3))
+        for (f, idx), r in zip(jobs, parts):
+            acc[idx, f], auc[idx, f], seconds[idx, f] = r["accuracy"], r["roc_auc"], r["seconds"]
         results = {"params": candidates, "mean_test_accuracy": acc.mean(1), "std_test_accuracy": acc.std(1),
                    "mean_test_roc_auc": auc.mean(1), "std_test_roc_auc": auc.std(1), "mean_fit_time": seconds.mean(1)}
         best = best_candidate(results, ("accuracy", "roc_auc"))
