@@ -79,3 +79,16 @@ def test_tuned_models_round_trip_through_a_bundle(tmp_path):
         loaded = Bundle.load(path)
         np.testing.assert_allclose(loaded.score(X), est.score_samples(X), rtol=1e-6, atol=1e-9)
     assert isinstance(one_class.OneClassSVMModel(n_jobs=1).fit(X, y).pipeline_[-1], KernelOneClassSVM)
+
+
+def test_the_in_place_kernel_is_the_whole_matrix_expression_block_by_block():
+    from stylesift.classifiers.kernel_svm import rbf_from_distances, rbf_kernel, squared_distances
+
+    X = np.abs(np.random.default_rng(3).standard_normal((301, 64))).astype(np.float32)  # 301: a ragged last block
+    X[7] = X[3]  # a repeated row: distance 0 up to rounding, clipped at 0, never negative
+    whole = rbf_from_distances(squared_distances(X, X), 0.02)
+    blocked = rbf_kernel(X, 0.02, block_rows=64)
+    assert blocked.dtype == np.float64 and blocked.shape == (301, 301)
+    np.testing.assert_allclose(blocked, whole, rtol=1e-5, atol=1e-9)  # float32 products: the last bits differ
+    assert blocked[3, 7] == pytest.approx(1.0, abs=1e-6) and np.all(blocked <= 1.0)
+    assert blocked.min() < 0.5  # the width spreads the values: a constant kernel would pass the rest
