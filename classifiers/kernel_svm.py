@@ -191,13 +191,14 @@ def kernel_grid_search(X: np.ndarray, positive: np.ndarray, splits, normalizers:
                          "seconds": (time.perf_counter() - started) / len(splits)})
         return rows
 
-    out = []
+    distances = {}
     for name, step in normalizers.items():
         Z = X if step is None or step == "passthrough" else step.fit(X).transform(X)
-        d2 = squared_distances(Z, Z)
-        # libsvm and exp release the GIL: gammas run in threads, BLAS kept to one thread each (BLAS
-        # threads spinning for a core on a busy machine cost more than they bring).
-        with threadpool_limits(1):
-            for rows in Parallel(n_jobs=n_jobs, prefer="threads")(delayed(one_gamma)(name, d2, g) for g in gammas):
-                out += rows
-    return out
+        distances[name] = squared_distances(Z, Z)
+    # libsvm and exp release the GIL: (normaliser, gamma) pairs run in threads, all in one pool (per
+    # normaliser, 5 gammas on 2 cores left one idle for a round), BLAS kept to one thread each (BLAS
+    # threads spinning for a core on a busy machine cost more than they bring).
+    with threadpool_limits(1):
+        parts = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(one_gamma)(name, d2, g)
+                                                          for name, d2 in distances.items() for g in gammas)
+    return [row for rows in parts for row in rows]
