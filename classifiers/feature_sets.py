@@ -86,9 +86,18 @@ def load_features(store, rows, name: str) -> np.ndarray:
 
     A row lacking a part raises the store's error, which names the command that adds it.
     """
+    return join_parts([store.features(rows) if p == DEFAULT_SET else store.features(rows, feature_set=p)
+                       for p in parts(name)])
+
+
+def join_parts(blocks: list[np.ndarray]) -> np.ndarray:
+    """The parts' features side by side, shape ``(n, sum of the parts' d)``, in a store-read matrix.
+
+    One part is returned as it is; several are copied into one
+    :func:`~stylesift.featurizer.store.feature_matrix` (memory without huge-page advice, as the reads).
+    """
     from stylesift.featurizer.store import feature_matrix
 
-    blocks = [store.features(rows) if p == DEFAULT_SET else store.features(rows, feature_set=p) for p in parts(name)]
     if len(blocks) == 1:
         return blocks[0]
     return np.concatenate(blocks, axis=1, out=feature_matrix(len(blocks[0]), sum(b.shape[1] for b in blocks)))

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from stylesift.classifiers.bundle import Bundle
-from stylesift.classifiers.feature_sets import DEFAULT_SET, load_features, parts, set_fingerprint, store_fingerprints
+from stylesift.classifiers.feature_sets import (
+    DEFAULT_SET,
+    join_parts,
+    load_features,
+    parts,
+    set_fingerprint,
+    store_fingerprints,
+)
 from stylesift.classifiers.methods import METHODS, get_method
 from stylesift.classifiers.one_class import OneClassSVMModel
 from stylesift.errors import StylesiftError
@@ -61,8 +68,7 @@ def load_labelled(store, positive: str, negative: str | None = None, feature_set
     for part in parts(feature_set):
         X, labels, sha = st.load(wanted) if part == DEFAULT_SET else st.load(wanted, feature_set=part)
         blocks.append(X)
-    X = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
-    return LabelledData(X=X, positive=labels == positive, sha256=sha, labels=labels,
+    return LabelledData(X=join_parts(blocks), positive=labels == positive, sha256=sha, labels=labels,
                         fingerprint=st.fingerprint, store=str(store), feature_set=feature_set, set_fingerprint=set_fp,
                         positive_label=positive)
 
@@ -189,8 +195,9 @@ def _train_pu(store, positive: str, negative: str | None, m, *, target_recall, n
     known |= np.array([judged.get(h, positive) != positive for h in sha_all]) & ~pos & ~unlabelled
     rows = np.flatnonzero(pos | unlabelled | known)
     set_fp = set_fingerprint(store_fingerprints(st), feature_set, store)
-    data = LabelledData(X=load_features(st, rows, feature_set), positive=pos[rows], sha256=sha_all[rows], labels=labels[rows], fingerprint=st.fingerprint,
-                        store=str(store), feature_set=feature_set, set_fingerprint=set_fp, positive_label=positive)
+    data = LabelledData(X=load_features(st, rows, feature_set), positive=pos[rows], sha256=sha_all[rows],
+                        labels=labels[rows], fingerprint=st.fingerprint, store=str(store), feature_set=feature_set,
+                        set_fingerprint=set_fp, positive_label=positive)
     est = m.make(n_jobs=n_jobs, random_state=random_state, target_recall=target_recall)
     started = time.perf_counter()
     est.fit(data.X, data.positive, negative=known[rows])
